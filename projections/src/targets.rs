@@ -1,0 +1,215 @@
+//! The spin-up targets read model of one project.
+
+use std::collections::BTreeMap;
+
+use events::target::{HealthCheckSettings, MechanismConfig};
+use events::{Envelope, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetStatus {
+    Available,
+    InUse,
+    Disabled,
+    Error,
+}
+
+impl TargetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Available => "available",
+            TargetStatus::InUse => "in-use",
+            TargetStatus::Disabled => "disabled",
+            TargetStatus::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    Unknown,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+            HealthStatus::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    pub boundaries: Vec<String>,
+    pub config: MechanismConfig,
+    pub status: TargetStatus,
+    pub current_agent_guid: Option<String>,
+    pub health_check: Option<HealthCheckSettings>,
+    pub last_health_check_ms: Option<u64>,
+    pub health_status: HealthStatus,
+    pub last_error: Option<String>,
+    pub disabled_reason: Option<String>,
+    pub registered_by: String,
+    /// The actor of the `target.registered` event.
+    pub registered_by_actor: String,
+    pub registered_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub last_used_at_ms: Option<u64>,
+    pub use_count: u64,
+    pub tags: Vec<String>,
+    /// Stream sequence of the target's last event: the expected sequence for its next one.
+    pub version: u64,
+}
+
+/// The targets of one project, in registration order, with lookups by id and by name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Targets {
+    /// Keyed by the sequence of the `target.registered` event, which is also list order.
+    by_registration: BTreeMap<u64, Target>,
+    ids: BTreeMap<String, u64>,
+    names: BTreeMap<String, u64>,
+    /// Stream sequence of the last target event of the project. Decisions that span
+    /// targets (names are unique per project) expect it, so they cannot race.
+    pub last_sequence: u64,
+}
+
+impl Targets {
+    pub fn get(&self, id: &str) -> Option<&Target> {
+        self.ids
+            .get(id)
+            .and_then(|seq| self.by_registration.get(seq))
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Target> {
+        self.names
+            .get(name)
+            .and_then(|seq| self.by_registration.get(seq))
+    }
+
+    /// The original's lookup rule: an id first, then a name.
+    pub fn get_by_id_or_name(&self, key: &str) -> Option<&Target> {
+        self.get(key).or_else(|| self.by_name(key))
+    }
+
+    /// In registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Target> {
+        self.by_registration.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_registration.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_registration.is_empty()
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Target> {
+        let seq = self.ids.get(id)?;
+        self.by_registration.get_mut(seq)
+    }
+
+    /// Events that do not fit the state (a second registration of an id, a change to a
+    /// removed target) are ignored rather than trusted: the decisions that write events
+    /// never produce them, and replay must not fail on history.
+    pub(crate) fn apply(&mut self, sequence: u64, envelope: &Envelope) {
+        self.last_sequence = sequence;
+        let time = envelope.time_ms;
+        let id = envelope.aggregate_id.as_str();
+        match &envelope.event {
+            Event::TargetRegistered(e) => {
+                if self.ids.contains_key(id) || self.names.contains_key(&e.name) {
+                    return;
+                }
+                self.ids.insert(id.to_string(), sequence);
+                self.names.insert(e.name.clone(), sequence);
+                self.by_registration.insert(
+                    sequence,
+                    Target {
+                        id: id.to_string(),
+                        name: e.name.clone(),
+                        description: e.description.clone(),
+                        agent_type: e.agent_type.clone(),
+                        capabilities: e.capabilities.clone(),
+                        boundaries: e.boundaries.clone(),
+                        config: e.config.clone(),
+                        status: TargetStatus::Available,
+                        current_agent_guid: None,
+                        health_check: e.health_check.clone(),
+                        last_health_check_ms: None,
+                        health_status: HealthStatus::Unknown,
+                        last_error: None,
+                        disabled_reason: None,
+                        registered_by: e.registered_by.clone(),
+                        registered_by_actor: envelope.actor.clone(),
+                        registered_at_ms: time,
+                        updated_at_ms: time,
+                        last_used_at_ms: None,
+                        use_count: 0,
+                        tags: e.tags.clone(),
+                        version: sequence,
+                    },
+                );
+            }
+            Event::TargetUpdated(e) => {
+                let Some(t) = self.get_mut(id) else { return };
+                if let Some(v) = &e.description {
+                    t.description = Some(v.clone());
+                }
+                if let Some(v) = &e.capabilities {
+                    t.capabilities = v.clone();
+                }
+                if let Some(v) = &e.boundaries {
+                    t.boundaries = v.clone();
+                }
+                if let Some(v) = &e.config {
+                    t.config = v.clone();
+                }
+                if let Some(v) = &e.health_check {
+                    t.health_check = Some(v.clone());
+                }
+                if let Some(v) = &e.tags {
+                    t.tags = v.clone();
+                }
+                t.updated_at_ms = time;
+                t.version = sequence;
+            }
+            Event::TargetEnabled(_) => {
+                let Some(t) = self.get_mut(id) else { return };
+                t.status = TargetStatus::Available;
+                t.last_error = None;
+                t.disabled_reason = None;
+                t.updated_at_ms = time;
+                t.version = sequence;
+            }
+            Event::TargetDisabled(e) => {
+                let Some(t) = self.get_mut(id) else { return };
+                t.status = TargetStatus::Disabled;
+                t.last_error = None;
+                t.disabled_reason = e.reason.clone();
+                t.updated_at_ms = time;
+                t.version = sequence;
+            }
+            Event::TargetRemoved(_) => {
+                let Some(seq) = self.ids.remove(id) else {
+                    return;
+                };
+                if let Some(t) = self.by_registration.remove(&seq) {
+                    self.names.remove(&t.name);
+                }
+            }
+        }
+    }
+}
