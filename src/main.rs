@@ -1,1 +1,195 @@
-fn main() {}
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use weft::config::ServeConfig;
+
+/// Weft: routes work to AI coding agents, starts them on demand, records everything.
+#[derive(Parser)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+    /// `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator (REST API, event log, projections).
+    Serve(ServeConfig),
+    /// Print the OpenAPI spec (YAML).
+    Openapi,
+    /// Print the event log: who changed what, when.
+    Events(EventsArgs),
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// Weft's API.
+    #[arg(long, env = "WEFT_API_URL", default_value = "http://127.0.0.1:3000")]
+    api_url: String,
+    /// Bearer token, when the API requires one.
+    #[arg(long, env = "WEFT_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Only this project.
+    #[arg(long, short = 'p')]
+    project: Option<String>,
+    /// Only this aggregate kind (e.g. target).
+    #[arg(long)]
+    aggregate: Option<String>,
+    /// Only this aggregate id.
+    #[arg(long)]
+    aggregate_id: Option<String>,
+    /// Only this event type (e.g. target.registered).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Start after this sequence.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Keep printing new events as they are recorded.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// One JSON object per line instead of columns.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", weft::api::spec_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Serve(config) => {
+            init_logging(&cli.log_level, &cli.log_format);
+            let outcome = runtime()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(weft::serve::run(config)));
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("weft: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Events(args) => {
+            init_logging("warn", &cli.log_format);
+            match runtime()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(print_events(args)))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weft events: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn print_events(args: EventsArgs) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let base = args.api_url.trim_end_matches('/');
+    let mut after = args.after;
+    if !args.json {
+        println!(
+            "{:>8}  {:<24}  {:<12}  {:<22}  {:<36}  {:<16}  DATA",
+            "SEQ", "TIME", "PROJECT", "TYPE", "AGGREGATE", "ACTOR"
+        );
+    }
+    loop {
+        let mut query: Vec<(&str, String)> =
+            vec![("after", after.to_string()), ("limit", "1000".into())];
+        for (name, value) in [
+            ("projectId", &args.project),
+            ("aggregate", &args.aggregate),
+            ("aggregateId", &args.aggregate_id),
+            ("type", &args.event_type),
+        ] {
+            if let Some(v) = value {
+                query.push((name, v.clone()));
+            }
+        }
+        let mut request = client.get(format!("{base}/api/events")).query(&query);
+        if let Some(token) = &args.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Weft at {base}: {e}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| format!("unreadable answer from {base}: {e}"))?;
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("request failed");
+            return Err(format!("{status}: {message}"));
+        }
+        for event in body["events"].as_array().into_iter().flatten() {
+            if args.json {
+                println!("{event}");
+            } else {
+                let text = |k: &str| event[k].as_str().unwrap_or("").to_string();
+                let mut data = event["data"].to_string();
+                if data.len() > 120 {
+                    let cut = (0..=117)
+                        .rev()
+                        .find(|i| data.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    data.truncate(cut);
+                    data.push_str("...");
+                }
+                println!(
+                    "{:>8}  {:<24}  {:<12}  {:<22}  {:<36}  {:<16}  {data}",
+                    event["sequence"],
+                    text("time"),
+                    text("projectId"),
+                    text("type"),
+                    format!("{}/{}", text("aggregate"), text("aggregateId")),
+                    text("actor"),
+                );
+            }
+        }
+        after = body["nextAfter"].as_u64().unwrap_or(after);
+        if body["hasMore"].as_bool() == Some(true) {
+            continue;
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,174 @@
+//! `/api/events`: the audit log, read from the event stream itself.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::error::ApiError;
+use super::{AppState, Tag};
+use crate::time::rfc3339;
+
+pub struct EventsApi;
+
+/// One recorded event.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct EventView {
+    /// Position in the log; pass it as `after` to read on from here.
+    pub sequence: u64,
+    pub id: String,
+    #[oai(rename = "type")]
+    pub event_type: String,
+    pub project_id: String,
+    pub aggregate: String,
+    pub aggregate_id: String,
+    pub schema_version: u32,
+    pub time: String,
+    /// Who caused it: a token's name, `anonymous` (auth off), an agent id, or `system`.
+    pub actor: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub correlation_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub causation_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+impl EventView {
+    pub fn new(sequence: u64, e: &events::Envelope) -> Self {
+        let data = match serde_json::to_value(&e.event) {
+            Ok(serde_json::Value::Object(mut tagged)) => tagged.remove("data").unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        Self {
+            sequence,
+            id: e.id.clone(),
+            event_type: e.event.type_name().into(),
+            project_id: e.project.clone(),
+            aggregate: e.aggregate.as_str().into(),
+            aggregate_id: e.aggregate_id.clone(),
+            schema_version: e.schema_version,
+            time: rfc3339(e.time_ms),
+            actor: e.actor.clone(),
+            correlation_id: e.correlation_id.clone(),
+            causation_id: e.causation_id.clone(),
+            data,
+        }
+    }
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct EventPage {
+    pub events: Vec<EventView>,
+    pub count: usize,
+    /// Pass as `after` to continue; equals the request's `after` when nothing was read.
+    pub next_after: u64,
+    pub has_more: bool,
+}
+
+/// How many events one request looks at when filtering by type.
+const SCAN_LIMIT: usize = 5_000;
+const MAX_LIMIT: i64 = 1_000;
+
+#[OpenApi(tag = "Tag::Events")]
+impl EventsApi {
+    /// Read the event log, oldest first.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/api/events", method = "get")]
+    async fn list(
+        &self,
+        app: Data<&Arc<AppState>>,
+        /// Only this project (default: all projects).
+        #[oai(name = "projectId")]
+        project_id: Query<Option<String>>,
+        /// Aggregate kind, e.g. `target`.
+        aggregate: Query<Option<String>>,
+        #[oai(name = "aggregateId")] aggregate_id: Query<Option<String>>,
+        /// Event type, e.g. `target.registered`.
+        #[oai(name = "type")]
+        event_type: Query<Option<String>>,
+        /// Only events after this sequence.
+        after: Query<Option<u64>>,
+        /// At most this many events (1-1000, default 100).
+        limit: Query<Option<i64>>,
+    ) -> Result<Json<EventPage>, ApiError> {
+        let limit = limit.0.unwrap_or(100);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::validation(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let limit = limit as usize;
+        for (name, value) in [
+            ("projectId", &project_id.0),
+            ("aggregateId", &aggregate_id.0),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| !events::subject::is_valid_token(v))
+            {
+                return Err(ApiError::validation(
+                    name,
+                    "must contain only letters, digits, '-' and '_'",
+                ));
+            }
+        }
+        let kind = match aggregate.0.as_deref() {
+            None => None,
+            Some(k) => Some(events::AggregateKind::parse(k).ok_or_else(|| {
+                let kinds: Vec<&str> = events::AggregateKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
+                ApiError::validation("aggregate", format!("must be one of {}", kinds.join(", ")))
+            })?),
+        };
+        let after = after.0.unwrap_or(0);
+        let filter =
+            events::subject::filter(project_id.0.as_deref(), kind, aggregate_id.0.as_deref());
+        let scan = if event_type.0.is_some() {
+            SCAN_LIMIT
+        } else {
+            limit
+        };
+        let (raw, remaining) = app
+            .store
+            .read(after, &filter, scan)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let mut page = EventPage {
+            events: Vec::new(),
+            count: 0,
+            next_after: after,
+            has_more: remaining > 0,
+        };
+        for (i, (sequence, bytes)) in raw.iter().enumerate() {
+            let envelope = match migrations::decode(bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(sequence, "event not readable by this binary: {e}");
+                    page.next_after = *sequence;
+                    continue;
+                }
+            };
+            if event_type
+                .0
+                .as_deref()
+                .is_none_or(|t| t == envelope.event.type_name())
+            {
+                page.events.push(EventView::new(*sequence, &envelope));
+            }
+            page.next_after = *sequence;
+            if page.events.len() == limit {
+                page.has_more |= i + 1 < raw.len();
+                break;
+            }
+        }
+        page.count = page.events.len();
+        Ok(Json(page))
+    }
+}

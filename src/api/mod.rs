@@ -1,0 +1,240 @@
+//! The REST API: routes, authentication, error shapes and the OpenAPI spec.
+
+pub mod error;
+pub mod events;
+pub mod pagination;
+pub mod system;
+pub mod targets;
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Route};
+use poem_openapi::{OpenApiService, Tags};
+use sha2::{Digest, Sha256};
+
+use crate::commands::{CommandContext, Commands};
+use crate::store::EventStore;
+use error::{to_json_response, ApiError};
+use targets::TargetView;
+
+#[derive(Tags)]
+pub enum Tag {
+    /// Health and state.
+    System,
+    /// Spin-up targets: where and how Weft starts agents.
+    Targets,
+    /// The audit log.
+    Events,
+}
+
+/// Who is calling: `token:<fingerprint>` for a bearer token, `anonymous` without auth.
+/// Recorded as the actor of every event the request causes.
+#[derive(Clone, Debug)]
+pub struct Actor(pub String);
+
+impl Actor {
+    pub fn context(&self) -> CommandContext {
+        CommandContext {
+            actor: self.0.clone(),
+            correlation_id: None,
+        }
+    }
+}
+
+pub struct AppState {
+    pub commands: Commands,
+    pub store: EventStore,
+    pub client: async_nats::Client,
+    pub default_project: String,
+}
+
+impl AppState {
+    /// The project a request means: the one it names, else the default.
+    pub fn project(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        match requested {
+            None => Ok(self.default_project.clone()),
+            Some(p) if ::events::subject::is_valid_token(p) => Ok(p.to_string()),
+            Some(_) => Err(ApiError::validation(
+                "projectId",
+                "must be 1-128 letters, digits, '-' or '_'",
+            )),
+        }
+    }
+
+    /// Finds a target by id or name in the named project; without one, in the default
+    /// project, then by id in every project (ids are unique across projects).
+    pub fn find_target(
+        &self,
+        requested: Option<&str>,
+        key: &str,
+    ) -> Result<(String, TargetView), ApiError> {
+        let project = self.project(requested)?;
+        let found = self.commands.projection().read(|s| {
+            let view = |p: &str| {
+                s.project(p)
+                    .and_then(|proj| proj.targets.get_by_id_or_name(key))
+                    .map(|t| (p.to_string(), TargetView::new(p, t)))
+            };
+            view(&project).or_else(|| {
+                if requested.is_some() {
+                    return None;
+                }
+                s.projects.iter().find_map(|(name, proj)| {
+                    proj.targets
+                        .get(key)
+                        .map(|t| (name.clone(), TargetView::new(name, t)))
+                })
+            })
+        });
+        found.ok_or_else(|| ApiError::not_found(format!("Target with ID or name {key} not found")))
+    }
+}
+
+pub type Service = OpenApiService<(system::SystemApi, targets::TargetsApi, events::EventsApi), ()>;
+
+pub fn service() -> Service {
+    OpenApiService::new(
+        (system::SystemApi, targets::TargetsApi, events::EventsApi),
+        "Weft",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Coordinator for fleets of AI coding agents. Every change is an event in a NATS \
+         JetStream log. When API_TOKENS is set, every /api route except /api/docs and \
+         /api/openapi.json requires `Authorization: Bearer <token>`. Errors are \
+         `{error, message, details?}`.",
+    )
+}
+
+/// The spec as YAML: what `weft openapi` prints and `openapi.yaml` holds.
+pub fn spec_yaml() -> String {
+    service().spec_yaml()
+}
+
+fn fingerprint(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn is_open(path: &str) -> bool {
+    !(path == "/api" || path.starts_with("/api/"))
+        || path == "/api/openapi.json"
+        || path == "/api/docs"
+        || path.starts_with("/api/docs/")
+}
+
+/// Checks the bearer token before anything else looks at the request, so a caller
+/// without one learns nothing about validation rules.
+fn authenticate(req: &Request, token_digests: &[String]) -> Result<Actor, ApiError> {
+    let unauthorized = |m: &str| {
+        ApiError::Unauthorized(poem_openapi::payload::Json(error::ErrorBody {
+            error: "Unauthorized".into(),
+            message: m.into(),
+            details: None,
+        }))
+    };
+    let header = req
+        .headers()
+        .get("authorization")
+        .ok_or_else(|| unauthorized("Missing Authorization header"))?;
+    let value = header.to_str().map_err(|_| {
+        unauthorized("Invalid Authorization header format. Expected: Bearer <token>")
+    })?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        unauthorized("Invalid Authorization header format. Expected: Bearer <token>")
+    })?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized(
+            "Invalid Authorization header format. Expected: Bearer <token>",
+        ));
+    }
+    // Comparing digests rather than the tokens keeps the comparison's timing independent
+    // of how much of a guessed token is right.
+    let digest = fingerprint(token.trim());
+    if token_digests.contains(&digest) {
+        Ok(Actor(format!("token:{}", &digest[..8])))
+    } else {
+        Err(unauthorized("Invalid authentication token"))
+    }
+}
+
+/// Refuses bodies over `max` bytes with 413, whether they announce their length or not.
+async fn limit_body(req: &mut Request, max: usize) -> Result<(), poem::Error> {
+    let too_large = || {
+        poem::Error::from_string(
+            format!("the request body exceeds {max} bytes"),
+            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(length) if length > max => Err(too_large()),
+        Some(_) => Ok(()),
+        None if req
+            .headers()
+            .contains_key(poem::http::header::TRANSFER_ENCODING) =>
+        {
+            let bytes = req
+                .take_body()
+                .into_bytes_limit(max)
+                .await
+                .map_err(|_| too_large())?;
+            req.set_body(bytes);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> impl Endpoint {
+    let service = service();
+    let token_digests: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| fingerprint(t)).collect());
+    Route::new()
+        .nest("/api/docs", service.swagger_ui())
+        .at("/api/openapi.json", service.spec_endpoint())
+        .nest("/", service)
+        .data(state)
+        .around(move |endpoint, mut req| {
+            let token_digests = token_digests.clone();
+            async move {
+                if let Err(e) = limit_body(&mut req, max_body_bytes).await {
+                    return Ok(e.into_response());
+                }
+                let actor = if token_digests.is_empty() || is_open(req.uri().path()) {
+                    Actor("anonymous".into())
+                } else {
+                    match authenticate(&req, &token_digests) {
+                        Ok(actor) => actor,
+                        Err(e) => return Ok(poem::Error::from(e).into_response()),
+                    }
+                };
+                req.extensions_mut().insert(actor);
+                endpoint.call(req).await.map(IntoResponse::into_response)
+            }
+        })
+        .catch_all_error(|e| async move { to_json_response(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_and_health_are_open_everything_else_under_api_is_not() {
+        for open in [
+            "/health",
+            "/api/openapi.json",
+            "/api/docs",
+            "/api/docs/index.html",
+            "/apix",
+        ] {
+            assert!(is_open(open), "{open}");
+        }
+        for closed in ["/api", "/api/targets", "/api/events", "/api/docsx"] {
+            assert!(!is_open(closed), "{closed}");
+        }
+    }
+}

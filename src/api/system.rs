@@ -1,0 +1,90 @@
+//! `/health` and `/api/state`.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::{AppState, Tag};
+use crate::time::{now_ms, rfc3339};
+
+pub struct SystemApi;
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct NatsHealth {
+    pub connected: bool,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct EventLogHealth {
+    /// Sequence of the last event folded into the live state.
+    pub sequence: u64,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct Health {
+    /// `ok`, or `degraded` while NATS is unreachable (reads still work, writes do not).
+    pub status: String,
+    pub timestamp: String,
+    pub documentation: String,
+    pub nats: NatsHealth,
+    pub event_log: EventLogHealth,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    #[oai(status = 200)]
+    Ok(Json<Health>),
+    #[oai(status = 503)]
+    Degraded(Json<Health>),
+}
+
+/// A fingerprint of everything Weft knows, to compare a live instance with a replay.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct StateDigest {
+    /// Sequence of the last event folded in.
+    pub sequence: u64,
+    /// SHA-256 of the canonical encoding of the whole projected state.
+    pub digest: String,
+    pub projects: usize,
+    pub targets: usize,
+}
+
+#[OpenApi(tag = "Tag::System")]
+impl SystemApi {
+    /// Liveness and readiness; never requires a token.
+    #[oai(path = "/health", method = "get")]
+    async fn health(&self, app: Data<&Arc<AppState>>) -> HealthResponse {
+        let connected = app.client.connection_state() == async_nats::connection::State::Connected;
+        let health = Health {
+            status: if connected { "ok" } else { "degraded" }.into(),
+            timestamp: rfc3339(now_ms()),
+            documentation: "/api/docs".into(),
+            nats: NatsHealth { connected },
+            event_log: EventLogHealth {
+                sequence: app.commands.projection().sequence(),
+            },
+        };
+        if connected {
+            HealthResponse::Ok(Json(health))
+        } else {
+            HealthResponse::Degraded(Json(health))
+        }
+    }
+
+    /// The state digest.
+    #[oai(path = "/api/state", method = "get")]
+    async fn state(&self, app: Data<&Arc<AppState>>) -> Json<StateDigest> {
+        Json(app.commands.projection().read(|s| StateDigest {
+            sequence: s.sequence,
+            digest: s.digest(),
+            projects: s.projects.len(),
+            targets: s.projects.values().map(|p| p.targets.len()).sum(),
+        }))
+    }
+}

@@ -1,0 +1,83 @@
+//! `weft serve` settings: every one a flag and an environment variable. The original's
+//! variables keep their names and meaning.
+
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeConfig {
+    /// NATS to use. Unset: Weft starts and supervises its own nats-server (the embedded default).
+    /// Credentials may be in the URL; ws:// and wss:// select the WebSocket transport.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// NATS user, when the URL has none.
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password, with NATS_USER.
+    #[arg(long, env = "NATS_PASS", hide_env_values = true)]
+    pub nats_pass: Option<String>,
+    /// Address the HTTP API binds to.
+    #[arg(long, env = "API_HOST", default_value = "0.0.0.0")]
+    pub api_host: String,
+    /// Port of the HTTP API.
+    #[arg(long, env = "API_PORT", default_value_t = 3000)]
+    pub api_port: u16,
+    /// Comma-separated bearer tokens; unset or empty turns authentication off.
+    #[arg(long, env = "API_TOKENS", hide_env_values = true, default_value = "")]
+    pub api_tokens: String,
+    /// Project used when a request names none.
+    #[arg(long, env = "LOOMINAL_PROJECT_ID", default_value = "default")]
+    pub default_project: String,
+    /// Default idle time after which an agent is asked to shut down.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub idle_timeout_ms: u64,
+    /// Embedded default: where nats-server keeps its data.
+    #[arg(long, env = "WEFT_DATA_DIR", default_value = "weft-data")]
+    pub data_dir: PathBuf,
+    /// Embedded default: the loopback port of nats-server (0 picks a free one).
+    #[arg(long, env = "WEFT_NATS_PORT", default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Embedded default: JetStream fsync policy, `always` (every write is on disk before it is
+    /// acknowledged) or an interval such as `2m` (nats-server's default; faster, and a machine
+    /// crash can lose the writes of that interval).
+    #[arg(long, env = "WEFT_NATS_SYNC", default_value = "always")]
+    pub nats_sync: String,
+    /// Save a snapshot of the projections every N events (0: never).
+    #[arg(long, env = "WEFT_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl ServeConfig {
+    pub fn tokens(&self) -> Vec<String> {
+        self.api_tokens
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !events::subject::is_valid_token(&self.default_project) {
+            return Err(format!(
+                "LOOMINAL_PROJECT_ID '{}' is not a valid project id (letters, digits, '-' and '_', at most 128)",
+                self.default_project
+            ));
+        }
+        let sync_ok = self.nats_sync == "always"
+            || self
+                .nats_sync
+                .trim_end_matches(['s', 'm', 'h'])
+                .parse::<u64>()
+                .is_ok();
+        if !sync_ok {
+            return Err(format!(
+                "WEFT_NATS_SYNC '{}' must be `always` or an interval such as 2m",
+                self.nats_sync
+            ));
+        }
+        Ok(())
+    }
+}

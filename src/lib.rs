@@ -1,0 +1,15 @@
+//! Weft: a coordinator for fleets of AI coding agents, event-sourced on NATS JetStream.
+//!
+//! The edges (NATS, HTTP, processes) live here; deciding and folding are pure and live in
+//! [`targets`] and the `projections` crate.
+
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod embedded;
+pub mod nats;
+pub mod projector;
+pub mod serve;
+pub mod store;
+pub mod targets;
+pub mod time;

@@ -1,0 +1,169 @@
+//! Live state: the projections, advanced from the event log in sequence order.
+//!
+//! Start = load the newest snapshot (if it verifies) + replay the tail; then keep folding
+//! each new event as it is appended. It is the same fold both times, so a replay from zero
+//! and the live state are identical (compare [`projections::State::digest`]).
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use projections::State;
+use tokio::sync::watch;
+
+use crate::store::{AppendError, EventStore};
+
+pub struct Projection {
+    state: RwLock<State>,
+    applied: watch::Sender<u64>,
+}
+
+impl Projection {
+    fn new(state: State) -> Arc<Self> {
+        let (applied, _) = watch::channel(state.sequence);
+        Arc::new(Self {
+            state: RwLock::new(state),
+            applied,
+        })
+    }
+
+    /// Runs `f` on the current state. Keep it short: the fold waits meanwhile.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&state)
+    }
+
+    /// Sequence of the last event folded in.
+    pub fn sequence(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the event at `sequence` has been folded in; false on timeout.
+    pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= sequence))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits for the next event to be folded in, or `timeout`.
+    pub async fn wait_for_change(&self, timeout: Duration) {
+        let mut rx = self.applied.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+
+    fn apply(&self, sequence: u64, envelope: Option<&events::Envelope>) {
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            match envelope {
+                Some(envelope) => {
+                    state.apply(sequence, envelope);
+                }
+                // An event this binary cannot read still advances the position, so the
+                // fold does not stall on it; it stays in the log for a newer binary.
+                None => state.sequence = state.sequence.max(sequence),
+            }
+        }
+        self.applied.send_replace(sequence);
+    }
+}
+
+/// Loads the snapshot, replays the log up to its current end, and keeps the projection
+/// live in the background. Returns once the replay has caught up.
+pub async fn start(store: EventStore, snapshot_every: u64) -> Result<Arc<Projection>, AppendError> {
+    let started = Instant::now();
+    let state = match store.load_snapshot().await? {
+        Some((sequence, bytes)) => match State::from_snapshot(&bytes) {
+            Some(state) if state.sequence == sequence => {
+                tracing::info!(sequence, "loaded snapshot");
+                state
+            }
+            _ => {
+                tracing::warn!(
+                    sequence,
+                    "snapshot is of another format; replaying the log from zero"
+                );
+                State::default()
+            }
+        },
+        None => State::default(),
+    };
+    let projection = Projection::new(state);
+    let end = store.last_sequence().await?;
+    let from = projection.sequence();
+    tokio::spawn(follow(store, projection.clone(), snapshot_every));
+    while !projection.wait_for(end, Duration::from_secs(2)).await {
+        tracing::info!(
+            applied = projection.sequence(),
+            end,
+            "replaying the event log"
+        );
+    }
+    tracing::info!(
+        replayed = end.saturating_sub(from),
+        sequence = end,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state rebuilt"
+    );
+    Ok(projection)
+}
+
+async fn follow(store: EventStore, projection: Arc<Projection>, snapshot_every: u64) {
+    let mut last_snapshot = projection.sequence();
+    let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let start = projection.sequence() + 1;
+        match store.follow(start, events::subject::ALL).await {
+            Ok(mut messages) => {
+                backoff = Duration::from_millis(100);
+                while let Some(message) = messages.next().await {
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!("event log subscription interrupted: {e}");
+                            break;
+                        }
+                    };
+                    let Ok(info) = message.info() else { continue };
+                    let sequence = info.stream_sequence;
+                    if sequence <= projection.sequence() {
+                        continue;
+                    }
+                    match migrations::decode(&message.payload) {
+                        Ok(envelope) => projection.apply(sequence, Some(&envelope)),
+                        Err(e) => {
+                            tracing::error!(
+                                sequence,
+                                "skipping an event this binary cannot read: {e}"
+                            );
+                            projection.apply(sequence, None);
+                        }
+                    }
+                    let idle = saving.as_ref().is_none_or(|h| h.is_finished());
+                    if snapshot_every > 0 && sequence - last_snapshot >= snapshot_every && idle {
+                        last_snapshot = sequence;
+                        let (at, bytes) = projection.read(|s| (s.sequence, s.to_snapshot()));
+                        let store = store.clone();
+                        saving = Some(tokio::spawn(async move {
+                            match store.save_snapshot(at, &bytes).await {
+                                Ok(()) => tracing::info!(
+                                    sequence = at,
+                                    bytes = bytes.len(),
+                                    "snapshot saved"
+                                ),
+                                Err(e) => tracing::warn!(sequence = at, "snapshot not saved: {e}"),
+                            }
+                        }));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot follow the event log: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,102 @@
+//! `weft serve`: connect (or start the embedded NATS), migrate, rebuild state, serve.
+
+use std::sync::Arc;
+
+use poem::listener::TcpListener;
+use poem::Server;
+
+use crate::api::{self, AppState};
+use crate::commands::Commands;
+use crate::config::ServeConfig;
+use crate::embedded::EmbeddedNats;
+use crate::store::EventStore;
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+pub async fn run(config: ServeConfig) -> Result<(), String> {
+    config.validate()?;
+    let embedded = match &config.nats_url {
+        Some(_) => None,
+        None => {
+            let (dir, port, sync) = (
+                config.data_dir.clone(),
+                config.nats_port,
+                config.nats_sync.clone(),
+            );
+            let started =
+                tokio::task::spawn_blocking(move || EmbeddedNats::start(&dir, port, &sync))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            Some(started)
+        }
+    };
+    let result = serve(&config, embedded.as_ref().map(|e| e.url().to_string())).await;
+    if let Some(embedded) = embedded {
+        tokio::task::spawn_blocking(move || embedded.stop())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    result
+}
+
+async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(), String> {
+    let url = embedded_url.or(config.nats_url.clone()).unwrap_or_default();
+    let client = tokio::select! {
+        client = crate::nats::connect(&url, config.nats_user.as_deref(), config.nats_pass.as_deref()) => client,
+        _ = shutdown_signal() => return Ok(()),
+    };
+    let outcome = migrations::apply(&client, concat!("weft ", env!("CARGO_PKG_VERSION")))
+        .await
+        .map_err(|e| e.to_string())?;
+    if outcome.previous != outcome.current {
+        tracing::info!(
+            from = outcome.previous,
+            to = outcome.current,
+            "topology migrated"
+        );
+    }
+    let store = EventStore::new(client.clone());
+    let projection = tokio::select! {
+        p = crate::projector::start(store.clone(), config.snapshot_every) => p.map_err(|e| e.to_string())?,
+        _ = shutdown_signal() => return Ok(()),
+    };
+    let state = Arc::new(AppState {
+        commands: Commands::new(store.clone(), projection),
+        store,
+        client: client.clone(),
+        default_project: config.default_project.clone(),
+    });
+    let tokens = config.tokens();
+    if tokens.is_empty() {
+        tracing::warn!("API_TOKENS is not set: the API accepts requests without authentication");
+    }
+    let address = format!("{}:{}", config.api_host, config.api_port);
+    let app = api::app(state, &tokens, config.max_body_bytes);
+    tracing::info!(%address, "API listening; docs at /api/docs");
+    Server::new(TcpListener::bind(address.clone()))
+        .run_with_graceful_shutdown(
+            app,
+            shutdown_signal(),
+            Some(std::time::Duration::from_secs(10)),
+        )
+        .await
+        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
+    if let Err(e) = client.flush().await {
+        tracing::warn!("could not flush NATS on exit: {e}");
+    }
+    Ok(())
+}

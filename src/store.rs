@@ -1,0 +1,278 @@
+//! The event store: appends to the `WEFT_EVENTS` stream with optimistic concurrency and
+//! deduplication, reads of the log for audit, and projection snapshots in KV.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv};
+use async_nats::HeaderMap;
+use events::Envelope;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+/// What the log must look like for an append to go through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The aggregate's last event is at this stream sequence (0: it has none yet).
+    AggregateAt(u64),
+    /// The last event on any subject matching `filter` is at `sequence`: for decisions
+    /// that span aggregates, such as unique names within a project.
+    ScopeAt { filter: String, sequence: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub sequence: u64,
+    /// The message id was seen within the dedupe window: nothing new was stored and
+    /// `sequence` is the original's.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the log moved on since the decision was made")]
+    Conflict,
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    js: jetstream::Context,
+}
+
+/// Largest value we put in one KV entry; the server's default max payload is 1 MiB.
+const SNAPSHOT_CHUNK: usize = 512 * 1024;
+const SNAPSHOT_HEAD: &str = "head";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotHead {
+    sequence: u64,
+    chunks: usize,
+    sha256: String,
+}
+
+impl EventStore {
+    pub fn new(client: async_nats::Client) -> Self {
+        Self {
+            js: jetstream::new(client),
+        }
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Appends one event. `message_id` defaults to the event id; give an idempotency key
+    /// to make a retried request a no-op within the stream's dedupe window.
+    pub async fn append(
+        &self,
+        envelope: &Envelope,
+        expect: &Expect,
+        message_id: Option<&str>,
+    ) -> Result<Appended, AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id.unwrap_or(&envelope.id),
+        );
+        match expect {
+            Expect::AggregateAt(seq) => {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    seq.to_string().as_str(),
+                );
+            }
+            Expect::ScopeAt { filter, sequence } => {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    sequence.to_string().as_str(),
+                );
+                headers.insert(
+                    "Nats-Expected-Last-Subject-Sequence-Subject",
+                    filter.as_str(),
+                );
+            }
+        }
+        let ack = self
+            .js
+            .publish_with_headers(envelope.subject(), headers, envelope.encode().into())
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Appended {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
+            Err(e) => Err(AppendError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Sequence of the newest event in the log (0 when empty).
+    pub async fn last_sequence(&self) -> Result<u64, AppendError> {
+        let mut stream = self
+            .js
+            .get_stream(events::STREAM)
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// An ordered consumer over the log from `start` (inclusive), for folding.
+    pub async fn follow(
+        &self,
+        start: u64,
+        filter: &str,
+    ) -> Result<consumer::pull::Ordered, AppendError> {
+        let stream = self
+            .js
+            .get_stream_no_info(events::STREAM)
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.to_string(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        consumer
+            .messages()
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))
+    }
+
+    /// Reads up to `scan_limit` events matching `filter` after sequence `after`, with their
+    /// sequences, and how many more match beyond them. For audit reads, not for state.
+    pub async fn read(
+        &self,
+        after: u64,
+        filter: &str,
+        scan_limit: usize,
+    ) -> Result<(Vec<(u64, Vec<u8>)>, usize), AppendError> {
+        let stream = self
+            .js
+            .get_stream_no_info(events::STREAM)
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let mut consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: filter.to_string(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let pending = consumer
+            .info()
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))?
+            .num_pending as usize;
+        let wanted = pending.min(scan_limit);
+        let mut out = Vec::with_capacity(wanted);
+        if wanted > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(wanted)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                let info = message
+                    .info()
+                    .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                out.push((info.stream_sequence, message.payload.to_vec()));
+            }
+        }
+        let _ = stream.delete_consumer(&consumer.cached_info().name).await;
+        Ok((out, pending.saturating_sub(wanted)))
+    }
+
+    async fn snapshots(&self) -> Result<kv::Store, AppendError> {
+        self.js
+            .get_key_value(migrations::SNAPSHOT_BUCKET)
+            .await
+            .map_err(|e| AppendError::Unavailable(e.to_string()))
+    }
+
+    /// Stores a snapshot taken at `sequence`. Chunks are written under keys named by the
+    /// sequence and the head last, so a crash mid-write leaves the previous one readable.
+    pub async fn save_snapshot(&self, sequence: u64, bytes: &[u8]) -> Result<(), AppendError> {
+        let kv = self.snapshots().await?;
+        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
+        let previous = self.snapshot_head(&kv).await;
+        let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            kv.put(format!("state.{sequence}.{i}"), chunk.to_vec().into())
+                .await
+                .map_err(|e| unavailable(&e))?;
+        }
+        let head = SnapshotHead {
+            sequence,
+            chunks: chunks.len(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+        };
+        kv.put(
+            SNAPSHOT_HEAD,
+            serde_json::to_vec(&head).expect("head serializes").into(),
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+        if let Some(old) = previous.filter(|old| old.sequence != sequence) {
+            for i in 0..old.chunks {
+                let _ = kv.purge(format!("state.{}.{i}", old.sequence)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn snapshot_head(&self, kv: &kv::Store) -> Option<SnapshotHead> {
+        let bytes = kv.get(SNAPSHOT_HEAD).await.ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The newest snapshot's bytes, or `None` when there is none or it does not verify.
+    pub async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, AppendError> {
+        let kv = self.snapshots().await?;
+        let Some(head) = self.snapshot_head(&kv).await else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        for i in 0..head.chunks {
+            match kv.get(format!("state.{}.{i}", head.sequence)).await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                Ok(None) => {
+                    tracing::warn!(
+                        sequence = head.sequence,
+                        chunk = i,
+                        "snapshot chunk missing; replaying the log instead"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(AppendError::Unavailable(e.to_string())),
+            }
+        }
+        if hex::encode(Sha256::digest(&bytes)) != head.sha256 {
+            tracing::warn!(
+                sequence = head.sequence,
+                "snapshot checksum mismatch; replaying the log instead"
+            );
+            return Ok(None);
+        }
+        Ok(Some((head.sequence, bytes)))
+    }
+}
