@@ -3,6 +3,7 @@
 pub mod error;
 pub mod events;
 pub mod pagination;
+pub mod strict;
 pub mod system;
 pub mod targets;
 
@@ -200,15 +201,13 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
         .around(move |endpoint, mut req| {
             let token_digests = token_digests.clone();
             async move {
-                if let Err(e) = limit_body(&mut req, max_body_bytes).await {
-                    return Ok(e.into_response());
-                }
+                limit_body(&mut req, max_body_bytes).await?;
                 let actor = if token_digests.is_empty() || is_open(req.uri().path()) {
                     Actor("anonymous".into())
                 } else {
                     match authenticate(&req, &token_digests) {
                         Ok(actor) => actor,
-                        Err(e) => return Ok(poem::Error::from(e).into_response()),
+                        Err(e) => return Err(e.into()),
                     }
                 };
                 req.extensions_mut().insert(actor);

@@ -11,6 +11,7 @@ use projections::{HealthStatus, Target, TargetStatus};
 
 use super::error::ApiError;
 use super::pagination::{self, filter_hash};
+use super::strict::Strict;
 use super::{Actor, AppState, Tag};
 use crate::targets::{self, HealthCheckInput, NewTarget, TargetPatch};
 use crate::time::rfc3339;
@@ -142,8 +143,9 @@ impl TargetView {
     }
 }
 
-#[derive(Object, Clone, Debug)]
+#[derive(Object, serde::Deserialize, Clone, Debug)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckRequest {
     pub enabled: bool,
     pub interval_ms: Option<u64>,
@@ -162,8 +164,9 @@ impl From<HealthCheckRequest> for HealthCheckInput {
 
 /// A target to register. `config` may be nested (`{"mechanism":"ssh","ssh":{"host":...}}`)
 /// or flat (`{"mechanism":"ssh","host":...}`); secrets are referenced, never sent.
-#[derive(Object, Clone, Debug)]
+#[derive(Object, serde::Deserialize, Clone, Debug)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRegisterRequest {
     pub name: String,
     pub description: Option<String>,
@@ -182,8 +185,9 @@ pub struct TargetRegisterRequest {
 }
 
 /// Fields to change; absent ones stay. `config` is merged key by key (null removes one).
-#[derive(Object, Clone, Debug)]
+#[derive(Object, serde::Deserialize, Clone, Debug)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetUpdateRequest {
     pub description: Option<String>,
     pub capabilities: Option<Vec<String>>,
@@ -215,16 +219,18 @@ pub struct TargetChanged {
     pub target: Option<TargetView>,
 }
 
-#[derive(Object, Clone, Debug, Default)]
+#[derive(Object, serde::Deserialize, Clone, Debug, Default)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisableBatchFilter {
     pub agent_type: Option<String>,
     pub status: Option<String>,
     pub mechanism: Option<String>,
 }
 
-#[derive(Object, Clone, Debug)]
+#[derive(Object, serde::Deserialize, Clone, Debug)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisableBatchRequest {
     pub filter: Option<DisableBatchFilter>,
     /// Ids or names.
@@ -411,9 +417,9 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         #[oai(name = "projectId")] project_id: Query<Option<String>>,
-        body: Json<TargetRegisterRequest>,
+        body: Json<Strict<TargetRegisterRequest>>,
     ) -> Result<CreatedResponse, ApiError> {
-        let body = body.0;
+        let body = body.0 .0;
         let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
         let registered = targets::validate_new(
             uuid::Uuid::new_v4().to_string(),
@@ -468,9 +474,9 @@ impl TargetsApi {
         actor: Data<&Actor>,
         id: Path<String>,
         #[oai(name = "projectId")] project_id: Query<Option<String>>,
-        body: Json<TargetUpdateRequest>,
+        body: Json<Strict<TargetUpdateRequest>>,
     ) -> Result<Json<TargetView>, ApiError> {
-        let body = body.0;
+        let body = body.0 .0;
         let (project, _) = app.find_target(
             body.project_id.as_deref().or(project_id.0.as_deref()),
             &id.0,
@@ -579,9 +585,9 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         #[oai(name = "projectId")] project_id: Query<Option<String>>,
-        body: Json<DisableBatchRequest>,
+        body: Json<Strict<DisableBatchRequest>>,
     ) -> Result<Json<DisableBatchResponse>, ApiError> {
-        let body = body.0;
+        let body = body.0 .0;
         let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
         let keys: Vec<String> = match (&body.target_ids, &body.filter) {
             (None, None) => {

@@ -1,0 +1,56 @@
+//! Request bodies documented by their poem-openapi schema but parsed by serde: types are
+//! strict (poem-openapi would turn the number 5 into the string "5"), unknown fields are
+//! refused, and every error names the field it is about.
+
+use std::borrow::Cow;
+
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, Type};
+use serde::de::DeserializeOwned;
+
+pub struct Strict<T>(pub T);
+
+impl<T: Type + DeserializeOwned> Type for Strict<T> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        T::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry)
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<T: Type + DeserializeOwned> ParseFromJSON for Strict<T> {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        let value = value.unwrap_or_default();
+        serde_path_to_error::deserialize(value)
+            .map(Strict)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." {
+                    ParseError::custom(inner.to_string())
+                } else {
+                    ParseError::custom(format!("{path}: {inner}"))
+                }
+            })
+    }
+}
