@@ -1,7 +1,10 @@
 //! Connecting to NATS: unlimited reconnects, and a first connection that is retried with
 //! backoff (the server may start after us) instead of failing the process.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use async_nats::{Client, ConnectOptions, Event};
 
@@ -17,16 +20,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn options(user: Option<&str>, pass: Option<&str>, url: &str) -> ConnectOptions {
+fn options(
+    user: Option<&str>,
+    pass: Option<&str>,
+    url: &str,
+    connected: Arc<Notify>,
+) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .name("weft")
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .event_callback(|event| async move {
-            match event {
-                Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
-                Event::Connected => tracing::info!("NATS connection (re)established"),
-                other => tracing::debug!("NATS: {other}"),
+        .event_callback(move |event| {
+            let connected = connected.clone();
+            async move {
+                match event {
+                    Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+                    Event::Connected => {
+                        tracing::info!("NATS connection (re)established");
+                        connected.notify_one();
+                    }
+                    other => tracing::debug!("NATS: {other}"),
+                }
             }
         });
     let url_has_user = url
@@ -41,12 +55,21 @@ fn options(user: Option<&str>, pass: Option<&str>, url: &str) -> ConnectOptions 
     options
 }
 
-/// Connects, retrying until it works. Cancel by dropping the future.
-pub async fn connect(url: &str, user: Option<&str>, pass: Option<&str>) -> Client {
+/// Connects, retrying until it works. Cancel by dropping the future. `connected` is
+/// notified at every (re)connection: server-side state such as consumers may be gone.
+pub async fn connect(
+    url: &str,
+    user: Option<&str>,
+    pass: Option<&str>,
+    connected: Arc<Notify>,
+) -> Client {
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 1u32;
     loop {
-        match options(user, pass, url).connect(url).await {
+        match options(user, pass, url, connected.clone())
+            .connect(url)
+            .await
+        {
             Ok(client) => {
                 tracing::info!(url = %redact(url), "connected to NATS");
                 return client;

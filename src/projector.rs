@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use projections::State;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::store::{AppendError, EventStore};
 
@@ -73,7 +73,14 @@ impl Projection {
 
 /// Loads the snapshot, replays the log up to its current end, and keeps the projection
 /// live in the background. Returns once the replay has caught up.
-pub async fn start(store: EventStore, snapshot_every: u64) -> Result<Arc<Projection>, AppendError> {
+/// `reconnected` is notified when the NATS connection comes back: the consumer we were
+/// reading from may have died with the server, so the fold resumes on a new one at once
+/// rather than when the old one's heartbeats time out.
+pub async fn start(
+    store: EventStore,
+    snapshot_every: u64,
+    reconnected: Arc<Notify>,
+) -> Result<Arc<Projection>, AppendError> {
     let started = Instant::now();
     let state = match store.load_snapshot().await? {
         Some((sequence, bytes)) => match State::from_snapshot(&bytes) {
@@ -94,7 +101,12 @@ pub async fn start(store: EventStore, snapshot_every: u64) -> Result<Arc<Project
     let projection = Projection::new(state);
     let end = store.last_sequence().await?;
     let from = projection.sequence();
-    tokio::spawn(follow(store, projection.clone(), snapshot_every));
+    tokio::spawn(follow(
+        store,
+        projection.clone(),
+        snapshot_every,
+        reconnected,
+    ));
     while !projection.wait_for(end, Duration::from_secs(2)).await {
         tracing::info!(
             applied = projection.sequence(),
@@ -111,7 +123,12 @@ pub async fn start(store: EventStore, snapshot_every: u64) -> Result<Arc<Project
     Ok(projection)
 }
 
-async fn follow(store: EventStore, projection: Arc<Projection>, snapshot_every: u64) {
+async fn follow(
+    store: EventStore,
+    projection: Arc<Projection>,
+    snapshot_every: u64,
+    reconnected: Arc<Notify>,
+) {
     let mut last_snapshot = projection.sequence();
     let mut saving: Option<tokio::task::JoinHandle<()>> = None;
     let mut backoff = Duration::from_millis(100);
@@ -120,13 +137,21 @@ async fn follow(store: EventStore, projection: Arc<Projection>, snapshot_every: 
         match store.follow(start, events::subject::ALL).await {
             Ok(mut messages) => {
                 backoff = Duration::from_millis(100);
-                while let Some(message) = messages.next().await {
+                loop {
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        _ = reconnected.notified() => {
+                            tracing::info!(from = projection.sequence() + 1, "resuming the event log after reconnecting");
+                            break;
+                        }
+                    };
                     let message = match message {
-                        Ok(m) => m,
-                        Err(e) => {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
                             tracing::warn!("event log subscription interrupted: {e}");
                             break;
                         }
+                        None => break,
                     };
                     let Ok(info) = message.info() else { continue };
                     let sequence = info.stream_sequence;

@@ -55,8 +55,9 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
 
 async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(), String> {
     let url = embedded_url.or(config.nats_url.clone()).unwrap_or_default();
+    let reconnected = Arc::new(tokio::sync::Notify::new());
     let client = tokio::select! {
-        client = crate::nats::connect(&url, config.nats_user.as_deref(), config.nats_pass.as_deref()) => client,
+        client = crate::nats::connect(&url, config.nats_user.as_deref(), config.nats_pass.as_deref(), reconnected.clone()) => client,
         _ = shutdown_signal() => return Ok(()),
     };
     let outcome = migrations::apply(&client, concat!("weft ", env!("CARGO_PKG_VERSION")))
@@ -71,7 +72,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     }
     let store = EventStore::new(client.clone());
     let projection = tokio::select! {
-        p = crate::projector::start(store.clone(), config.snapshot_every) => p.map_err(|e| e.to_string())?,
+        p = crate::projector::start(store.clone(), config.snapshot_every, reconnected) => p.map_err(|e| e.to_string())?,
         _ = shutdown_signal() => return Ok(()),
     };
     let state = Arc::new(AppState {

@@ -37,6 +37,7 @@ pub enum AppendError {
 
 #[derive(Clone)]
 pub struct EventStore {
+    client: async_nats::Client,
     js: jetstream::Context,
 }
 
@@ -54,7 +55,8 @@ struct SnapshotHead {
 impl EventStore {
     pub fn new(client: async_nats::Client) -> Self {
         Self {
-            js: jetstream::new(client),
+            js: jetstream::new(client.clone()),
+            client,
         }
     }
 
@@ -70,6 +72,11 @@ impl EventStore {
         expect: &Expect,
         message_id: Option<&str>,
     ) -> Result<Appended, AppendError> {
+        // The client buffers publishes while disconnected and sends them after reconnecting,
+        // so an append "failed" by timeout could still land later. Refuse up front instead.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(AppendError::Unavailable("not connected to NATS".into()));
+        }
         let mut headers = HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -105,6 +112,9 @@ impl EventStore {
                 duplicate: ack.duplicate,
             }),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(AppendError::Unavailable(
+                "no acknowledgement from NATS in time: the change may or may not have been recorded; read before retrying".into(),
+            )),
             Err(e) => Err(AppendError::Unavailable(e.to_string())),
         }
     }

@@ -161,6 +161,11 @@ impl Weft {
         panic!("weft not healthy within {timeout:?}:\n{}", self.log_text());
     }
 
+    /// Status of `/health` (0 when it does not answer).
+    pub fn health_status(&self) -> u16 {
+        reqwest::blocking_get(&self.url("/health")).unwrap_or(0)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
