@@ -1,0 +1,185 @@
+//! Migrations against a real nats-server: idempotent, recorded, and a newer schema is
+//! refused. Also pins the server behaviour our name uniqueness relies on.
+
+mod common;
+
+use async_nats::jetstream;
+use common::NatsServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_record_their_version() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let first = migrations::apply(&client, "test").await.expect("first run");
+    assert_eq!(
+        (first.previous, first.current),
+        (0, migrations::latest_version())
+    );
+    let js = jetstream::new(client.clone());
+    let before = js
+        .get_stream(events::STREAM)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    assert!(before.deny_delete && before.deny_purge);
+    assert_eq!(before.subjects, vec!["weft.ev.>".to_string()]);
+
+    let second = migrations::apply(&client, "test")
+        .await
+        .expect("second run");
+    assert_eq!(
+        (second.previous, second.current),
+        (migrations::latest_version(), migrations::latest_version())
+    );
+    let after = js
+        .get_stream(events::STREAM)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    assert_eq!(before, after, "a second run changed the stream");
+    let meta = js
+        .get_key_value(migrations::META_BUCKET)
+        .await
+        .expect("meta bucket");
+    let entry = meta.entry("schema").await.expect("read").expect("recorded");
+    assert_eq!(entry.revision, 1, "a second run rewrote the record");
+}
+
+#[test]
+fn a_newer_schema_on_the_server_is_refused() {
+    let nats = NatsServer::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        migrations::record_version(&client, 99)
+            .await
+            .expect("record");
+        let err = migrations::apply(&client, "test")
+            .await
+            .expect_err("must refuse");
+        assert!(
+            matches!(err, migrations::Error::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
+    });
+    let out = std::process::Command::new(common::weft_binary())
+        .arg("serve")
+        .env("NATS_URL", nats.url())
+        .env("API_PORT", common::free_port().to_string())
+        .output()
+        .expect("weft runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schema v99") && stderr.contains("newer weft"),
+        "{stderr}"
+    );
+}
+
+/// Unique names rest on the server rejecting an append when anything matching a wildcard
+/// subject was written since the sequence we decided on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_expectations_reject_writes_anywhere_in_the_scope() {
+    use weft::store::{AppendError, EventStore, Expect};
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    migrations::apply(&client, "test").await.expect("migrate");
+    let store = EventStore::new(client);
+    let event = |id: &str| events::Envelope {
+        id: ulid::Ulid::generate().to_string(),
+        project: "p".into(),
+        aggregate: events::AggregateKind::Target,
+        aggregate_id: id.into(),
+        schema_version: events::SCHEMA_VERSION,
+        time_ms: 1,
+        actor: "test".into(),
+        correlation_id: None,
+        causation_id: None,
+        event: events::Event::TargetRemoved(Default::default()),
+    };
+    let scope = |sequence| Expect::ScopeAt {
+        filter: "weft.ev.p.target.*".into(),
+        sequence,
+    };
+    let a = store
+        .append(&event("a"), &scope(0), None)
+        .await
+        .expect("first write");
+    // Decided before `a` was written, about another aggregate of the same scope: refused.
+    assert!(matches!(
+        store.append(&event("b"), &scope(0), None).await,
+        Err(AppendError::Conflict)
+    ));
+    store
+        .append(&event("b"), &scope(a.sequence), None)
+        .await
+        .expect("decided after a");
+    // Another project is another scope.
+    let mut other = event("c");
+    other.project = "q".into();
+    store
+        .append(
+            &other,
+            &Expect::ScopeAt {
+                filter: "weft.ev.q.target.*".into(),
+                sequence: 0,
+            },
+            None,
+        )
+        .await
+        .expect("other project");
+    // Per aggregate.
+    assert!(matches!(
+        store
+            .append(&event("a"), &Expect::AggregateAt(0), None)
+            .await,
+        Err(AppendError::Conflict)
+    ));
+    // The server checks the expectation before the message id: a retry of an append that
+    // already landed is a conflict (so the command is decided again against the state that
+    // includes it), not a silent duplicate.
+    let once = event("z");
+    store
+        .append(&once, &Expect::AggregateAt(0), Some("key-1"))
+        .await
+        .expect("first");
+    assert!(matches!(
+        store
+            .append(&once, &Expect::AggregateAt(0), Some("key-1"))
+            .await,
+        Err(AppendError::Conflict)
+    ));
+}
+
+#[test]
+fn without_nats_weft_keeps_retrying_and_says_so() {
+    let port = common::free_port();
+    let mut child = std::process::Command::new(common::weft_binary())
+        .arg("serve")
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .env("API_PORT", common::free_port().to_string())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("weft runs");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "weft gave up instead of retrying"
+    );
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NATS is not reachable yet") && stderr.contains("attempt=2"),
+        "{stderr}"
+    );
+}
