@@ -34,7 +34,7 @@ fn envelope(i: usize, project: &str, op: &Op) -> Envelope {
             Event::TargetRegistered(TargetRegistered {
                 target_id: format!("t{id}"),
                 name: format!("name-{name}"),
-                description: (i % 2 == 0).then(|| format!("d{i}")),
+                description: i.is_multiple_of(2).then(|| format!("d{i}")),
                 agent_type: "claude-code".into(),
                 capabilities: vec!["rust".into()],
                 boundaries: vec!["personal".into(), "open-source".into()],
@@ -42,7 +42,7 @@ fn envelope(i: usize, project: &str, op: &Op) -> Envelope {
                     command: format!("agent {i}"),
                     ..Default::default()
                 }),
-                health_check: (i % 3 == 0).then_some(HealthCheckSettings {
+                health_check: i.is_multiple_of(3).then_some(HealthCheckSettings {
                     enabled: true,
                     interval_ms: 300_000,
                     timeout_ms: 10_000,
@@ -55,7 +55,7 @@ fn envelope(i: usize, project: &str, op: &Op) -> Envelope {
             *id,
             Event::TargetUpdated(TargetUpdated {
                 capabilities: Some((0..*caps).map(|c| format!("cap{c}")).collect()),
-                tags: (*caps % 2 == 0).then(|| vec!["t".into()]),
+                tags: caps.is_multiple_of(2).then(|| vec!["t".into()]),
                 ..Default::default()
             }),
         ),
