@@ -12,6 +12,28 @@ use projections::State;
 use crate::projector::Projection;
 use crate::store::{AppendError, EventStore, Expect};
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Invalid(Vec<FieldError>),
+    NotFound(String),
+    Conflict(String),
+}
+
+impl Rejection {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Rejection::Invalid(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+}
+
 /// Who is asking, and what caused the request.
 #[derive(Clone, Debug)]
 pub struct CommandContext {

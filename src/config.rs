@@ -44,6 +44,27 @@ pub struct ServeConfig {
     /// Save a snapshot of the projections every N events (0: never).
     #[arg(long, env = "WEFT_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// A JSON routing policy file (`{"boundaries": {"corporate": {"allowedAgentTypes":
+    /// ["copilot-cli"], "preferredAgentTypes": ["copilot-cli"]}, ...}}`). Default: corporate ->
+    /// copilot-cli only; corporate-adjacent -> copilot-cli preferred; personal -> claude-code
+    /// preferred; open-source -> any.
+    #[arg(long, env = "WEFT_ROUTING_POLICY")]
+    pub routing_policy: Option<PathBuf>,
+    /// How often agents heartbeat.
+    #[arg(long, env = "WEFT_HEARTBEAT_INTERVAL_MS", default_value_t = 5_000)]
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which an agent is marked offline and its work goes back to the queue.
+    #[arg(long, env = "WEFT_AGENT_TIMEOUT_MS", default_value_t = 15_000)]
+    pub agent_timeout_ms: u64,
+    /// Time an agent has to accept an assignment before it is given to another.
+    #[arg(long, env = "WEFT_ACCEPT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub accept_timeout_ms: u64,
+    /// Attempts before a work item is dead-lettered (per item: `maxAttempts`).
+    #[arg(long, env = "WEFT_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with every attempt (at most 60 s).
+    #[arg(long, env = "WEFT_RETRY_BACKOFF_MS", default_value_t = 1_000)]
+    pub retry_backoff_ms: u64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -78,6 +99,26 @@ impl ServeConfig {
                 self.nats_sync
             ));
         }
+        if self.agent_timeout_ms <= self.heartbeat_interval_ms {
+            return Err(
+                "WEFT_AGENT_TIMEOUT_MS must be longer than WEFT_HEARTBEAT_INTERVAL_MS".into(),
+            );
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err("WEFT_MAX_ATTEMPTS must be between 1 and 100".into());
+        }
         Ok(())
+    }
+
+    pub fn policy(&self) -> Result<crate::work::RoutingPolicy, String> {
+        match &self.routing_policy {
+            None => Ok(Default::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                crate::work::RoutingPolicy::from_json(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
     }
 }

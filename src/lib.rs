@@ -3,13 +3,18 @@
 //! The edges (NATS, HTTP, processes) live here; deciding and folding are pure and live in
 //! [`targets`] and the `projections` crate.
 
+pub mod agent;
 pub mod api;
 pub mod commands;
 pub mod config;
+pub mod coordinator;
 pub mod embedded;
 pub mod nats;
 pub mod projector;
+pub mod protocol;
+pub mod registry;
 pub mod serve;
 pub mod store;
 pub mod targets;
 pub mod time;
+pub mod work;

@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the coordinator (REST API, event log, projections).
     Serve(ServeConfig),
+    /// Join the fleet: register with Weft and run a command for each work item.
+    Agent(weft::agent::AgentConfig),
     /// Print the OpenAPI spec (YAML).
     Openapi,
     /// Print the event log: who changed what, when.
@@ -96,6 +98,19 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("weft: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Agent(config) => {
+            init_logging(&cli.log_level, &cli.log_format);
+            match runtime()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(weft::agent::run(config)))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weft agent: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -36,6 +36,11 @@ impl Projection {
         f(&state)
     }
 
+    /// Changes of the applied sequence, for tasks that react to new events.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// Sequence of the last event folded in.
     pub fn sequence(&self) -> u64 {
         *self.applied.borrow()

@@ -6,10 +6,15 @@ use poem::listener::TcpListener;
 use poem::Server;
 
 use crate::api::{self, AppState};
+use std::time::Duration;
+
 use crate::commands::Commands;
 use crate::config::ServeConfig;
+use crate::coordinator::{Coordinator, Timing};
 use crate::embedded::EmbeddedNats;
+use crate::registry::WarpRegistry;
 use crate::store::EventStore;
+use crate::work::WorkSettings;
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -29,6 +34,8 @@ async fn shutdown_signal() {
 
 pub async fn run(config: ServeConfig) -> Result<(), String> {
     config.validate()?;
+    // Read before anything starts, so a bad policy file fails fast.
+    config.policy()?;
     let embedded = match &config.nats_url {
         Some(_) => None,
         None => {
@@ -75,8 +82,42 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
         p = crate::projector::start(store.clone(), config.snapshot_every, reconnected) => p.map_err(|e| e.to_string())?,
         _ = shutdown_signal() => return Ok(()),
     };
+    let commands = Arc::new(Commands::new(store.clone(), projection));
+    let coordinator = Coordinator::new(
+        commands.clone(),
+        client.clone(),
+        config.policy()?,
+        WorkSettings {
+            default_max_attempts: config.max_attempts,
+            retry_base_ms: config.retry_backoff_ms,
+            retry_max_ms: 60_000,
+        },
+        Timing {
+            heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+            agent_timeout: Duration::from_millis(config.agent_timeout_ms),
+            accept_timeout: Duration::from_millis(config.accept_timeout_ms),
+        },
+    );
+    let registry = Arc::new(WarpRegistry::default());
+    let tasks = [
+        tokio::spawn(coordinator.clone().run_scheduler()),
+        tokio::spawn({
+            let coordinator = coordinator.clone();
+            async move {
+                if let Err(e) = coordinator.serve_rpc().await {
+                    tracing::error!("{e}");
+                }
+            }
+        }),
+        tokio::spawn({
+            let (registry, js) = (registry.clone(), store.jetstream().clone());
+            async move { registry.watch(js).await }
+        }),
+    ];
     let state = Arc::new(AppState {
-        commands: Commands::new(store.clone(), projection),
+        commands,
+        coordinator,
+        registry,
         store,
         client: client.clone(),
         default_project: config.default_project.clone(),
@@ -96,6 +137,9 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
         )
         .await
         .map_err(|e| format!("cannot serve on {address}: {e}"))?;
+    for task in tasks {
+        task.abort();
+    }
     if let Err(e) = client.flush().await {
         tracing::warn!("could not flush NATS on exit: {e}");
     }

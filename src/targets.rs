@@ -11,7 +11,7 @@ use events::{AggregateKind, Event};
 use projections::{State, Target, TargetStatus};
 use serde_json::{Map, Value};
 
-use crate::commands::Decision;
+use crate::commands::{Decision, FieldError, Rejection};
 use crate::store::Expect;
 
 /// Boundaries of a target registered without any: the original's legacy classification set.
@@ -19,28 +19,6 @@ pub const DEFAULT_BOUNDARIES: [&str; 4] =
     ["corporate", "corporate-adjacent", "personal", "open-source"];
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 300_000;
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 10_000;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    Invalid(Vec<FieldError>),
-    NotFound(String),
-    Conflict(String),
-}
-
-impl Rejection {
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Rejection::Invalid(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
-    }
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct HealthCheckInput {

@@ -3,20 +3,33 @@ use serde::{Deserialize, Serialize};
 use crate::target::{
     TargetDisabled, TargetEnabled, TargetRegistered, TargetRemoved, TargetUpdated,
 };
+use crate::work::{
+    AgentRegistered, AgentShutdownRequested, AgentWentOffline, WorkAssigned, WorkCancelled,
+    WorkCompleted, WorkFailed, WorkLeaseExpired, WorkProgressed, WorkRetried, WorkStarted,
+    WorkSubmitted,
+};
 
 /// The kind of aggregate an event belongs to; the third token of its subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AggregateKind {
     Target,
+    Work,
+    Agent,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 1] = [AggregateKind::Target];
+    pub const ALL: [AggregateKind; 3] = [
+        AggregateKind::Target,
+        AggregateKind::Work,
+        AggregateKind::Agent,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AggregateKind::Target => "target",
+            AggregateKind::Work => "work",
+            AggregateKind::Agent => "agent",
         }
     }
 
@@ -40,6 +53,30 @@ pub enum Event {
     TargetDisabled(TargetDisabled),
     #[serde(rename = "target.removed")]
     TargetRemoved(TargetRemoved),
+    #[serde(rename = "work.submitted")]
+    WorkSubmitted(WorkSubmitted),
+    #[serde(rename = "work.assigned")]
+    WorkAssigned(WorkAssigned),
+    #[serde(rename = "work.started")]
+    WorkStarted(WorkStarted),
+    #[serde(rename = "work.progressed")]
+    WorkProgressed(WorkProgressed),
+    #[serde(rename = "work.completed")]
+    WorkCompleted(WorkCompleted),
+    #[serde(rename = "work.failed")]
+    WorkFailed(WorkFailed),
+    #[serde(rename = "work.lease-expired")]
+    WorkLeaseExpired(WorkLeaseExpired),
+    #[serde(rename = "work.cancelled")]
+    WorkCancelled(WorkCancelled),
+    #[serde(rename = "work.retried")]
+    WorkRetried(WorkRetried),
+    #[serde(rename = "agent.registered")]
+    AgentRegistered(AgentRegistered),
+    #[serde(rename = "agent.offline")]
+    AgentWentOffline(AgentWentOffline),
+    #[serde(rename = "agent.shutdown-requested")]
+    AgentShutdownRequested(AgentShutdownRequested),
 }
 
 impl Event {
@@ -50,6 +87,18 @@ impl Event {
             Event::TargetEnabled(_) => "target.enabled",
             Event::TargetDisabled(_) => "target.disabled",
             Event::TargetRemoved(_) => "target.removed",
+            Event::WorkSubmitted(_) => "work.submitted",
+            Event::WorkAssigned(_) => "work.assigned",
+            Event::WorkStarted(_) => "work.started",
+            Event::WorkProgressed(_) => "work.progressed",
+            Event::WorkCompleted(_) => "work.completed",
+            Event::WorkFailed(_) => "work.failed",
+            Event::WorkLeaseExpired(_) => "work.lease-expired",
+            Event::WorkCancelled(_) => "work.cancelled",
+            Event::WorkRetried(_) => "work.retried",
+            Event::AgentRegistered(_) => "agent.registered",
+            Event::AgentWentOffline(_) => "agent.offline",
+            Event::AgentShutdownRequested(_) => "agent.shutdown-requested",
         }
     }
 
@@ -60,6 +109,18 @@ impl Event {
             | Event::TargetEnabled(_)
             | Event::TargetDisabled(_)
             | Event::TargetRemoved(_) => AggregateKind::Target,
+            Event::WorkSubmitted(_)
+            | Event::WorkAssigned(_)
+            | Event::WorkStarted(_)
+            | Event::WorkProgressed(_)
+            | Event::WorkCompleted(_)
+            | Event::WorkFailed(_)
+            | Event::WorkLeaseExpired(_)
+            | Event::WorkCancelled(_)
+            | Event::WorkRetried(_) => AggregateKind::Work,
+            Event::AgentRegistered(_)
+            | Event::AgentWentOffline(_)
+            | Event::AgentShutdownRequested(_) => AggregateKind::Agent,
         }
     }
 }

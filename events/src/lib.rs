@@ -8,6 +8,7 @@
 mod envelope;
 pub mod subject;
 pub mod target;
+pub mod work;
 
 pub use envelope::{AggregateKind, DecodeError, Envelope, Event, RawEnvelope, RawEvent};
 

@@ -6,6 +6,7 @@
 //! event's envelope, never from the clock.
 
 pub mod targets;
+pub mod work;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
+pub use work::{Agent, AgentStatus, Agents, Work, WorkItems, WorkStatus};
 
 /// The format of a snapshot's bytes. A snapshot of another format is ignored and the log
 /// replayed from zero: snapshots are a cache, the log is the truth.
@@ -31,6 +33,8 @@ pub struct State {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     pub targets: Targets,
+    pub work: WorkItems,
+    pub agents: Agents,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,6 +60,9 @@ impl State {
         let project = self.projects.entry(envelope.project.clone()).or_default();
         match envelope.aggregate {
             events::AggregateKind::Target => project.targets.apply(sequence, envelope),
+            events::AggregateKind::Work | events::AggregateKind::Agent => {
+                work::apply(&mut project.work, &mut project.agents, sequence, envelope)
+            }
         }
         Applied::Yes
     }

@@ -210,6 +210,8 @@ impl Targets {
                     self.names.remove(&t.name);
                 }
             }
+            // Only target events are routed here (by aggregate kind).
+            _ => {}
         }
     }
 }

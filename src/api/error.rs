@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::commands::CommandError;
-use crate::targets::Rejection;
+use crate::commands::Rejection;
 
 #[derive(Object, Debug, Clone, serde::Serialize)]
 pub struct ErrorBody {

@@ -1,11 +1,13 @@
 //! The REST API: routes, authentication, error shapes and the OpenAPI spec.
 
+pub mod agents;
 pub mod error;
 pub mod events;
 pub mod pagination;
 pub mod strict;
 pub mod system;
 pub mod targets;
+pub mod work;
 
 use std::sync::Arc;
 
@@ -24,6 +26,10 @@ pub enum Tag {
     System,
     /// Spin-up targets: where and how Weft starts agents.
     Targets,
+    /// Work items: submit, follow, cancel, retry.
+    Work,
+    /// Agents: Weft's own and Warp's.
+    Agents,
     /// The audit log.
     Events,
 }
@@ -43,7 +49,9 @@ impl Actor {
 }
 
 pub struct AppState {
-    pub commands: Commands,
+    pub commands: Arc<Commands>,
+    pub coordinator: Arc<crate::coordinator::Coordinator>,
+    pub registry: Arc<crate::registry::WarpRegistry>,
     pub store: EventStore,
     pub client: async_nats::Client,
     pub default_project: String,
@@ -91,11 +99,26 @@ impl AppState {
     }
 }
 
-pub type Service = OpenApiService<(system::SystemApi, targets::TargetsApi, events::EventsApi), ()>;
+pub type Service = OpenApiService<
+    (
+        system::SystemApi,
+        work::WorkApi,
+        agents::AgentsApi,
+        targets::TargetsApi,
+        events::EventsApi,
+    ),
+    (),
+>;
 
 pub fn service() -> Service {
     OpenApiService::new(
-        (system::SystemApi, targets::TargetsApi, events::EventsApi),
+        (
+            system::SystemApi,
+            work::WorkApi,
+            agents::AgentsApi,
+            targets::TargetsApi,
+            events::EventsApi,
+        ),
         "Weft",
         env!("CARGO_PKG_VERSION"),
     )

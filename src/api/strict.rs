@@ -54,3 +54,28 @@ impl<T: Type + DeserializeOwned> ParseFromJSON for Strict<T> {
             })
     }
 }
+
+/// A JSON body that may be absent (empty), parsed strictly when present. For endpoints
+/// the original's clients call both with and without a body.
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<'a, T: DeserializeOwned> poem::FromRequest<'a> for OptionalBody<T> {
+    async fn from_request(
+        _req: &'a poem::Request,
+        body: &mut poem::RequestBody,
+    ) -> poem::Result<Self> {
+        let bytes = body.take()?.into_bytes().await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(None));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut deserializer)
+            .map(|v| OptionalBody(Some(v)))
+            .map_err(|e| {
+                poem::Error::from_string(
+                    format!("parse request payload error: {}: {}", e.path(), e.inner()),
+                    poem::http::StatusCode::BAD_REQUEST,
+                )
+            })
+    }
+}

@@ -1,0 +1,170 @@
+//! Events of work items and agents.
+//!
+//! A change that touches several aggregates is one event that every affected projection
+//! reads: `work.assigned` also fills the agent's slot, `agent.offline` also frees the
+//! leases it held, so no crash can leave half of it behind.
+
+use serde::{Deserialize, Serialize};
+
+/// Work was submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkSubmitted {
+    pub task_id: String,
+    pub description: String,
+    pub capability: String,
+    pub boundary: String,
+    pub priority: u8,
+    #[serde(default)]
+    pub preferred_agent_type: Option<String>,
+    #[serde(default)]
+    pub required_agent_type: Option<String>,
+    /// RFC 3339, as given.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// Opaque JSON, stored as text so any shape survives the binary encoding.
+    #[serde(default)]
+    pub context_data: Option<String>,
+    /// Attempts before the item is dead-lettered.
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Why an assignment went where it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingReason {
+    /// The rule that decided, in words (e.g. `boundary corporate: copilot-cli only`).
+    pub rule: String,
+    /// Agents that could have taken it, best first.
+    pub candidates: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkAssigned {
+    pub agent_id: String,
+    /// Fences reports: only the holder of the current lease may report.
+    pub lease_id: String,
+    pub attempt: u32,
+    pub reason: RoutingReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkStarted {
+    pub agent_id: String,
+    pub lease_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkProgressed {
+    pub agent_id: String,
+    pub lease_id: String,
+    #[serde(default)]
+    pub progress: Option<u8>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkCompleted {
+    pub agent_id: String,
+    pub lease_id: String,
+    pub summary: String,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+}
+
+/// What happens to an item whose attempt ended without success.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum AfterFailure {
+    /// Back to pending, not to be assigned before `at_ms`.
+    Retry { at_ms: u64 },
+    /// The last attempt failed.
+    DeadLettered,
+    /// The agent said retrying cannot help.
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkFailed {
+    pub agent_id: String,
+    pub lease_id: String,
+    pub error: String,
+    pub recoverable: bool,
+    pub then: AfterFailure,
+}
+
+/// An assignment was taken back without a report: not accepted in time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkLeaseExpired {
+    pub agent_id: String,
+    pub lease_id: String,
+    pub reason: String,
+    pub then: AfterFailure,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkCancelled {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A dead-lettered or failed item was put back in the queue, attempts reset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkRetried {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRegistered {
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    pub boundaries: Vec<String>,
+    pub max_concurrent_tasks: u32,
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub handle: Option<String>,
+    /// Set when Weft started this agent: links agent, target and the work that caused it.
+    #[serde(default)]
+    pub spin_up_id: Option<String>,
+    #[serde(default)]
+    pub target_id: Option<String>,
+}
+
+/// A lease the agent held when it went offline, and what became of the item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FreedLease {
+    pub work_id: String,
+    pub lease_id: String,
+    pub then: AfterFailure,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentWentOffline {
+    /// `heartbeat-missed`, `shutdown`, ...
+    pub reason: String,
+    pub freed: Vec<FreedLease>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentShutdownRequested {
+    /// `manual`, `idle-timeout`, `scaling-down`, `maintenance`, `error`.
+    pub reason: String,
+    pub graceful: bool,
+}

@@ -1,0 +1,630 @@
+//! `weft agent`: how a machine joins the fleet. It registers, heartbeats, runs a command
+//! for each work item it is given, streams the command's output as progress, reports the
+//! result, stops the command on cancel, and drains then exits on shutdown. Reports are
+//! retried until Weft answers, so an outage of NATS or Weft delays them but loses nothing.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::protocol::{self, codes, Assignment, Reply};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentConfig {
+    /// Weft's NATS (the URL `weft serve` logs at start).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "NATS_PASS", hide_env_values = true)]
+    pub nats_pass: Option<String>,
+    /// The project to work for.
+    #[arg(
+        long,
+        short = 'p',
+        env = "LOOMINAL_PROJECT_ID",
+        default_value = "default"
+    )]
+    pub project: String,
+    /// A stable id for this agent (default: a new UUID at every start).
+    #[arg(long, env = "WEFT_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// claude-code, copilot-cli, or another agent type.
+    #[arg(long = "type", env = "AGENT_TYPE", default_value = "claude-code")]
+    pub agent_type: String,
+    /// What it can do (comma-separated).
+    #[arg(
+        long,
+        env = "AGENT_CAPABILITIES",
+        value_delimiter = ',',
+        default_value = "general"
+    )]
+    pub capabilities: Vec<String>,
+    /// Which data it may see (comma-separated).
+    #[arg(
+        long,
+        env = "AGENT_BOUNDARIES",
+        value_delimiter = ',',
+        default_value = "personal,open-source"
+    )]
+    pub boundaries: Vec<String>,
+    /// Work items it runs at once.
+    #[arg(long, env = "AGENT_MAX_CONCURRENT_TASKS", default_value_t = 1)]
+    pub max_concurrent_tasks: u32,
+    /// Idle time after which Weft may shut it down (default: Weft's IDLE_TIMEOUT_MS).
+    #[arg(long, env = "AGENT_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    #[arg(long, env = "AGENT_HANDLE")]
+    pub handle: Option<String>,
+    /// Set by Weft when it started this agent.
+    #[arg(long, env = "WEFT_SPINUP_ID")]
+    pub spin_up_id: Option<String>,
+    /// Set by Weft when it started this agent.
+    #[arg(long, env = "WEFT_TARGET_ID")]
+    pub target_id: Option<String>,
+    /// The command run for each work item, through `sh -c`, e.g. `claude -p {description}`.
+    /// `{description}`, `{taskId}`, `{workId}`, `{capability}`, `{boundary}` are replaced by
+    /// shell-quoted values; the item also arrives in WEFT_* variables and on stdin.
+    #[arg(long, env = "AGENT_COMMAND")]
+    pub command: String,
+}
+
+/// Wraps `value` in single quotes for `sh`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+pub fn render_command(template: &str, a: &Assignment) -> String {
+    [
+        ("{description}", &a.description),
+        ("{taskId}", &a.task_id),
+        ("{workId}", &a.work_id),
+        ("{capability}", &a.capability),
+        ("{boundary}", &a.boundary),
+    ]
+    .iter()
+    .fold(template.to_string(), |cmd, (placeholder, value)| {
+        cmd.replace(placeholder, &shell_quote(value))
+    })
+}
+
+struct Running {
+    lease_id: String,
+    cancel: Option<oneshot::Sender<()>>,
+}
+
+struct Runtime {
+    client: async_nats::Client,
+    config: AgentConfig,
+    id: String,
+    running: Mutex<HashMap<String, Running>>,
+    draining: AtomicBool,
+    heartbeat_ms: AtomicU64,
+    changed: Notify,
+}
+
+enum Outcome {
+    Done,
+    /// Weft refused for good (lease gone, invalid): stop trying.
+    Refused(String),
+}
+
+impl Runtime {
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        operation: &str,
+        body: &B,
+    ) -> Result<Reply<R>, String> {
+        let subject = protocol::rpc_subject(&self.config.project, operation);
+        let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client.request(subject, payload.into()),
+        )
+        .await
+        .map_err(|_| "no answer from Weft within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&response.payload).map_err(|e| format!("unreadable answer: {e}"))
+    }
+
+    /// Sends until Weft answers, backing off; gives up only when Weft refuses.
+    async fn call_until_answered<B: Serialize, R: DeserializeOwned>(
+        &self,
+        operation: &str,
+        body: &B,
+    ) -> Result<Option<R>, String> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.call::<B, R>(operation, body).await {
+                Ok(reply) if reply.ok => return Ok(reply.data),
+                Ok(reply) if reply.code.as_deref() != Some(codes::UNAVAILABLE) => {
+                    return Err(format!(
+                        "{}: {}",
+                        reply.code.unwrap_or_default(),
+                        reply.error.unwrap_or_default()
+                    ))
+                }
+                Ok(reply) => tracing::warn!(
+                    operation,
+                    "Weft cannot record it yet: {}",
+                    reply.error.unwrap_or_default()
+                ),
+                Err(e) => {
+                    tracing::warn!(operation, retry_in_ms = backoff.as_millis() as u64, "{e}")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn register(&self) -> Result<(), String> {
+        let request = protocol::RegisterRequest {
+            agent_id: self.id.clone(),
+            agent_type: self.config.agent_type.clone(),
+            capabilities: self.config.capabilities.clone(),
+            boundaries: self.config.boundaries.clone(),
+            max_concurrent_tasks: self.config.max_concurrent_tasks,
+            idle_timeout_ms: self.config.idle_timeout_ms,
+            hostname: std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string()),
+            handle: self.config.handle.clone(),
+            spin_up_id: self.config.spin_up_id.clone(),
+            target_id: self.config.target_id.clone(),
+        };
+        let reply: protocol::RegisterReply = self
+            .call_until_answered(protocol::REGISTER, &request)
+            .await?
+            .ok_or("Weft answered the registration without settings")?;
+        self.heartbeat_ms
+            .store(reply.heartbeat_interval_ms.max(100), Ordering::SeqCst);
+        tracing::info!(agent = self.id, project = self.config.project, "registered");
+        Ok(())
+    }
+
+    fn running_ids(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn cancel(&self, work_id: &str) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cancel) = running.get_mut(work_id).and_then(|r| r.cancel.take()) {
+            tracing::info!(work = work_id, "stopping: the work is no longer ours");
+            let _ = cancel.send(());
+        }
+    }
+
+    fn cancel_all(&self) {
+        for id in self.running_ids() {
+            self.cancel(&id);
+        }
+    }
+
+    fn start(self: &Arc<Self>, assignment: Assignment) {
+        if self.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&assignment.work_id)
+                || running.len() >= self.config.max_concurrent_tasks as usize
+            {
+                return;
+            }
+            running.insert(
+                assignment.work_id.clone(),
+                Running {
+                    lease_id: assignment.lease_id.clone(),
+                    cancel: Some(tx),
+                },
+            );
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let id = assignment.work_id.clone();
+            match this.execute(&assignment, rx).await {
+                Outcome::Done => {}
+                Outcome::Refused(why) => {
+                    tracing::warn!(work = id, "Weft refused the report: {why}")
+                }
+            }
+            this.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            this.changed.notify_one();
+        });
+    }
+
+    fn report(&self, a: &Assignment) -> protocol::WorkReport {
+        protocol::WorkReport {
+            agent_id: self.id.clone(),
+            work_id: a.work_id.clone(),
+            lease_id: a.lease_id.clone(),
+            progress: None,
+            message: None,
+            output: None,
+            artifacts: vec![],
+            recoverable: None,
+        }
+    }
+
+    async fn execute(&self, a: &Assignment, mut cancelled: oneshot::Receiver<()>) -> Outcome {
+        if let Err(e) = self
+            .call_until_answered::<_, ()>(protocol::ACCEPT, &self.report(a))
+            .await
+        {
+            return Outcome::Refused(e);
+        }
+        let command = render_command(&self.config.command, a);
+        tracing::info!(work = a.work_id, task = a.task_id, "running: {command}");
+        let spawned = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .env("WEFT_WORK_ID", &a.work_id)
+            .env("WEFT_TASK_ID", &a.task_id)
+            .env("WEFT_LEASE_ID", &a.lease_id)
+            .env("WEFT_WORK_DESCRIPTION", &a.description)
+            .env("WEFT_CAPABILITY", &a.capability)
+            .env("WEFT_BOUNDARY", &a.boundary)
+            .env("WEFT_PRIORITY", a.priority.to_string())
+            .env("WEFT_ATTEMPT", a.attempt.to_string())
+            .env(
+                "WEFT_CONTEXT_DATA",
+                a.context_data
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            )
+            .env("WEFT_PROJECT", &self.config.project)
+            .env("WEFT_AGENT_ID", &self.id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a cancel stops everything the command started.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .finish(a, Err(format!("cannot start the command: {e}")))
+                    .await
+            }
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let description = a.description.clone();
+            tokio::spawn(async move {
+                let _ = stdin.write_all(description.as_bytes()).await;
+            });
+        }
+        let (lines_tx, mut lines) = mpsc::channel::<String>(256);
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = lines_tx.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if tx.send(line).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(lines_tx);
+        let pgid = child.id();
+        let mut tail: Vec<String> = Vec::new();
+        let mut unsent: Vec<String> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut output_open = true;
+        let status = loop {
+            tokio::select! {
+                line = lines.recv(), if output_open => match line {
+                    Some(line) => {
+                        unsent.push(line.clone());
+                        tail.push(line);
+                        if tail.len() > 200 {
+                            tail.remove(0);
+                        }
+                    }
+                    None => output_open = false,
+                },
+                _ = tick.tick() => {
+                    if !unsent.is_empty() {
+                        let mut report = self.report(a);
+                        report.message = Some(unsent.split_off(unsent.len().saturating_sub(20)).join("\n"));
+                        unsent.clear();
+                        // Progress is best effort: one try, no retries.
+                        if let Ok(reply) = self.call::<_, ()>(protocol::PROGRESS, &report).await {
+                            if reply.code.as_deref() == Some(codes::LEASE_LOST) {
+                                self.cancel(&a.work_id);
+                            }
+                        }
+                    }
+                }
+                _ = &mut cancelled => {
+                    stop_group(pgid, &mut child).await;
+                    tracing::info!(work = a.work_id, "command stopped");
+                    return Outcome::Done;
+                }
+                status = child.wait() => break status,
+            }
+        };
+        // Collect what the command printed last.
+        while let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
+        {
+            tail.push(line);
+        }
+        let text = tail.join("\n");
+        let last: String = text
+            .chars()
+            .rev()
+            .take(4000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        match status {
+            Ok(s) if s.success() => self.finish(a, Ok((last, text))).await,
+            Ok(s) => {
+                self.finish(a, Err(format!("the command exited with {s}: {last}")))
+                    .await
+            }
+            Err(e) => {
+                self.finish(a, Err(format!("waiting for the command failed: {e}")))
+                    .await
+            }
+        }
+    }
+
+    async fn finish(&self, a: &Assignment, result: Result<(String, String), String>) -> Outcome {
+        let mut report = self.report(a);
+        let operation = match result {
+            Ok((summary, output)) => {
+                report.message = Some(summary);
+                report.output = Some(output);
+                protocol::COMPLETE
+            }
+            Err(error) => {
+                report.message = Some(error);
+                report.recoverable = Some(true);
+                protocol::FAIL
+            }
+        };
+        match self.call_until_answered::<_, ()>(operation, &report).await {
+            Ok(_) => {
+                tracing::info!(work = a.work_id, "reported: {operation}");
+                Outcome::Done
+            }
+            Err(e) => Outcome::Refused(e),
+        }
+    }
+
+    async fn heartbeat(self: &Arc<Self>) {
+        let request = protocol::HeartbeatRequest {
+            agent_id: self.id.clone(),
+            running: self.running_ids(),
+        };
+        let reply: protocol::HeartbeatReply = match self.call(protocol::HEARTBEAT, &request).await {
+            Ok(Reply {
+                ok: true,
+                data: Some(d),
+                ..
+            }) => d,
+            Ok(r) => return tracing::warn!("heartbeat refused: {}", r.error.unwrap_or_default()),
+            Err(e) => return tracing::warn!("heartbeat not answered: {e}"),
+        };
+        for id in &reply.cancel {
+            self.cancel(id);
+        }
+        if !reply.registered {
+            tracing::warn!("Weft no longer knows this agent as online; registering again");
+            if let Err(e) = self.register().await {
+                tracing::error!("registration refused: {e}");
+            }
+            return;
+        }
+        // Leases we run under an old lease id are not ours any more.
+        let current: HashMap<&str, &str> = reply
+            .assignments
+            .iter()
+            .map(|a| (a.work_id.as_str(), a.lease_id.as_str()))
+            .collect();
+        let stale: Vec<String> = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            running
+                .iter()
+                .filter(|(id, r)| {
+                    current
+                        .get(id.as_str())
+                        .is_some_and(|lease| *lease != r.lease_id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in stale {
+            self.cancel(&id);
+        }
+        for a in reply.assignments {
+            self.start(a);
+        }
+        if let Some(shutdown) = reply.shutdown {
+            self.shut_down(shutdown);
+        }
+    }
+
+    fn shut_down(&self, request: protocol::ShutdownRequest) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                reason = request.reason,
+                graceful = request.graceful,
+                "shutting down"
+            );
+        }
+        if !request.graceful {
+            self.cancel_all();
+        }
+        self.changed.notify_one();
+    }
+}
+
+async fn stop_group(pgid: Option<u32>, child: &mut tokio::process::Child) {
+    if let Some(pgid) = pgid {
+        // SAFETY: signalling the process group we created for this command.
+        unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGTERM) };
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            // The leader is gone; make sure nothing it started lingers.
+            unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+            return;
+        }
+        unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+    }
+    let _ = child.kill().await;
+}
+
+pub async fn run(config: AgentConfig) -> Result<(), String> {
+    if !events::subject::is_valid_token(&config.project) {
+        return Err(format!(
+            "project '{}' is not a valid project id",
+            config.project
+        ));
+    }
+    if config.command.trim().is_empty() {
+        return Err("the command to run (--command / AGENT_COMMAND) is empty".into());
+    }
+    let id = config
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !events::subject::is_valid_token(&id) {
+        return Err(format!(
+            "agent id '{id}' must be letters, digits, '-' or '_'"
+        ));
+    }
+    let reconnected = Arc::new(Notify::new());
+    let client = crate::nats::connect(
+        &config.nats_url,
+        config.nats_user.as_deref(),
+        config.nats_pass.as_deref(),
+        reconnected,
+    )
+    .await;
+    let mut pushes = client
+        .subscribe(format!("weft.agent.{}.{id}.>", config.project))
+        .await
+        .map_err(|e| format!("cannot subscribe: {e}"))?;
+    let runtime = Arc::new(Runtime {
+        client,
+        config,
+        id,
+        running: Mutex::new(HashMap::new()),
+        draining: AtomicBool::new(false),
+        heartbeat_ms: AtomicU64::new(5_000),
+        changed: Notify::new(),
+    });
+    runtime.register().await?;
+    let heartbeats = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            loop {
+                runtime.heartbeat().await;
+                tokio::time::sleep(Duration::from_millis(
+                    runtime.heartbeat_ms.load(Ordering::SeqCst),
+                ))
+                .await;
+            }
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        if runtime.draining.load(Ordering::SeqCst) && runtime.running_ids().is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(message) = pushes.next() => {
+                let kind = message.subject.as_str().rsplit('.').next().unwrap_or_default().to_string();
+                match kind.as_str() {
+                    "assign" => match serde_json::from_slice::<Assignment>(&message.payload) {
+                        Ok(a) => runtime.start(a),
+                        Err(e) => tracing::warn!("unreadable assignment: {e}"),
+                    },
+                    "cancel" => match serde_json::from_slice::<protocol::CancelRequest>(&message.payload) {
+                        Ok(c) => runtime.cancel(&c.work_id),
+                        Err(e) => tracing::warn!("unreadable cancel: {e}"),
+                    },
+                    "shutdown" => match serde_json::from_slice::<protocol::ShutdownRequest>(&message.payload) {
+                        Ok(s) => runtime.shut_down(s),
+                        Err(e) => tracing::warn!("unreadable shutdown: {e}"),
+                    },
+                    other => tracing::debug!("ignoring push {other}"),
+                }
+            }
+            _ = runtime.changed.notified() => {}
+            _ = tokio::signal::ctrl_c() => runtime.shut_down(protocol::ShutdownRequest { graceful: true, reason: "SIGINT".into() }),
+            _ = term.recv() => runtime.shut_down(protocol::ShutdownRequest { graceful: true, reason: "SIGTERM".into() }),
+        }
+    }
+    heartbeats.abort();
+    let goodbye = protocol::DeregisterRequest {
+        agent_id: runtime.id.clone(),
+    };
+    match runtime.call::<_, ()>(protocol::DEREGISTER, &goodbye).await {
+        Ok(_) => tracing::info!("deregistered; bye"),
+        Err(e) => tracing::warn!("could not deregister ({e}); Weft will notice the silence"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_are_filled_with_shell_quoted_values() {
+        let a = Assignment {
+            work_id: "w1".into(),
+            lease_id: "l".into(),
+            task_id: "t1".into(),
+            description: "fix it; rm -rf / 'now'".into(),
+            capability: "rust".into(),
+            boundary: "personal".into(),
+            priority: 5,
+            attempt: 1,
+            deadline: None,
+            context_data: None,
+        };
+        assert_eq!(
+            render_command("claude -p {description} --task {taskId}", &a),
+            r"claude -p 'fix it; rm -rf / '\''now'\''' --task 't1'"
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! The coordinator's running parts: the scheduler (assigns pending work, marks silent
+//! agents offline, takes back assignments nobody accepted) and the agent protocol's
+//! request handlers. Every decision is one of the pure functions in [`crate::work`];
+//! this module only feeds them state and the clock, and carries out pushes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use futures::StreamExt;
+use projections::{AgentStatus, Work, WorkStatus};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::commands::{CommandContext, CommandError, Commands, Rejection};
+use crate::protocol::{self, codes, Assignment, Reply};
+use crate::time::now_ms;
+use crate::work::{self, RoutingPolicy, WorkSettings};
+
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// How often agents are told to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence after which an agent is marked offline and its leases freed.
+    pub agent_timeout: Duration,
+    /// Time an agent has to accept an assignment before it is taken back.
+    pub accept_timeout: Duration,
+}
+
+pub struct Coordinator {
+    pub commands: Arc<Commands>,
+    client: Client,
+    pub policy: RoutingPolicy,
+    pub settings: WorkSettings,
+    timing: Timing,
+    /// Last heartbeat per (project, agent). High-churn, so kept out of the log: only its
+    /// consequence (`agent.offline`) is recorded.
+    last_seen: Mutex<HashMap<(String, String), (Instant, u64)>>,
+    started: Instant,
+}
+
+fn system() -> CommandContext {
+    CommandContext {
+        actor: events::SYSTEM_ACTOR.into(),
+        correlation_id: None,
+    }
+}
+
+fn agent_actor(agent_id: &str) -> CommandContext {
+    CommandContext {
+        actor: format!("agent:{agent_id}"),
+        correlation_id: None,
+    }
+}
+
+pub fn assignment(work: &Work) -> Assignment {
+    Assignment {
+        work_id: work.id.clone(),
+        lease_id: work.lease_id.clone().unwrap_or_default(),
+        task_id: work.task_id.clone(),
+        description: work.description.clone(),
+        capability: work.capability.clone(),
+        boundary: work.boundary.clone(),
+        priority: work.priority,
+        attempt: work.attempts,
+        deadline: work.deadline.clone(),
+        context_data: work
+            .context_data
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
+    }
+}
+
+impl Coordinator {
+    pub fn new(
+        commands: Arc<Commands>,
+        client: Client,
+        policy: RoutingPolicy,
+        settings: WorkSettings,
+        timing: Timing,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            commands,
+            client,
+            policy,
+            settings,
+            timing,
+            last_seen: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        })
+    }
+
+    fn seen(&self, project: &str, agent: &str) {
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(
+            (project.to_string(), agent.to_string()),
+            (Instant::now(), now_ms()),
+        );
+    }
+
+    /// When the agent last heartbeated (milliseconds since the epoch), if this process saw it.
+    pub fn last_heartbeat_ms(&self, project: &str, agent: &str) -> Option<u64> {
+        let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&(project.to_string(), agent.to_string()))
+            .map(|(_, ms)| *ms)
+    }
+
+    async fn push<T: Serialize>(&self, subject: String, message: &T) {
+        let body = serde_json::to_vec(message).unwrap_or_default();
+        if let Err(e) = self.client.publish(subject.clone(), body.into()).await {
+            // Not fatal: the next heartbeat reply carries the same information.
+            tracing::debug!(subject, "push not sent: {e}");
+        }
+    }
+
+    pub async fn push_cancel(
+        &self,
+        project: &str,
+        agent: &str,
+        work_id: &str,
+        reason: Option<String>,
+    ) {
+        let message = protocol::CancelRequest {
+            work_id: work_id.into(),
+            reason,
+        };
+        self.push(protocol::agent_subject(project, agent, "cancel"), &message)
+            .await;
+    }
+
+    pub async fn push_shutdown(&self, project: &str, agent: &str, graceful: bool, reason: &str) {
+        let message = protocol::ShutdownRequest {
+            graceful,
+            reason: reason.into(),
+        };
+        self.push(
+            protocol::agent_subject(project, agent, "shutdown"),
+            &message,
+        )
+        .await;
+    }
+
+    /// Runs forever: assignments whenever the state changes, checks on a short tick.
+    pub async fn run_scheduler(self: Arc<Self>) {
+        let mut changes = self.commands.projection().subscribe();
+        loop {
+            changes.borrow_and_update();
+            self.assign_all().await;
+            self.mark_silent_agents_offline().await;
+            self.take_back_unaccepted().await;
+            let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed()).await;
+        }
+    }
+
+    /// Assigns until nothing more can be: one item per project per round, so a busy
+    /// project cannot starve the others.
+    async fn assign_all(&self) {
+        let mut projects: Vec<String> = self.commands.projection().read(|s| {
+            s.projects
+                .iter()
+                .filter(|(_, p)| p.work.queue().next().is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        });
+        while !projects.is_empty() {
+            let mut still = Vec::new();
+            for project in projects {
+                if self.assign_one(&project).await {
+                    still.push(project);
+                }
+            }
+            projects = still;
+        }
+    }
+
+    async fn assign_one(&self, project: &str) -> bool {
+        let lease = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        let outcome = self
+            .commands
+            .execute(&system(), project, |s| {
+                Ok::<_, Rejection>(work::decide_next_assignment(
+                    s,
+                    project,
+                    &self.policy,
+                    now,
+                    &lease,
+                ))
+            })
+            .await;
+        match outcome {
+            Ok(Some(recorded)) => {
+                let id = recorded.envelope.aggregate_id;
+                let pushed = self.commands.projection().read(|s| {
+                    let w = s.project(project)?.work.get(&id)?;
+                    (w.lease_id.as_deref() == Some(lease.as_str()))
+                        .then(|| (w.assigned_to.clone(), assignment(w)))
+                });
+                if let Some((Some(agent), message)) = pushed {
+                    tracing::debug!(project, work = id, agent, "assigned");
+                    self.push(protocol::agent_subject(project, &agent, "assign"), &message)
+                        .await;
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(project, "assignment not recorded: {e:?}");
+                false
+            }
+        }
+    }
+
+    async fn mark_silent_agents_offline(&self) {
+        let silent: Vec<(String, String)> = {
+            let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            self.commands.projection().read(|s| {
+                s.projects
+                    .iter()
+                    .flat_map(|(p, proj)| {
+                        proj.agents
+                            .iter()
+                            .filter(|a| a.status == AgentStatus::Online)
+                            .map(move |a| (p.clone(), a.id.clone()))
+                    })
+                    // Agents not heard from since we started get a full window from then.
+                    .filter(|key| {
+                        seen.get(key).map_or(self.started, |(at, _)| *at).elapsed()
+                            > self.timing.agent_timeout
+                    })
+                    .collect()
+            })
+        };
+        for (project, agent) in silent {
+            let now = now_ms();
+            let outcome = self
+                .commands
+                .execute(&system(), &project, |s| {
+                    work::decide_agent_offline(
+                        s,
+                        &project,
+                        &agent,
+                        "heartbeat-missed",
+                        &self.settings,
+                        now,
+                    )
+                })
+                .await;
+            match outcome {
+                Ok(Some(_)) => tracing::warn!(
+                    project,
+                    agent,
+                    "agent missed its heartbeats: marked offline, its work freed"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(project, agent, "could not mark agent offline: {e:?}"),
+            }
+            self.last_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(project, agent));
+        }
+    }
+
+    async fn take_back_unaccepted(&self) {
+        let limit = self.timing.accept_timeout.as_millis() as u64;
+        let now = now_ms();
+        let overdue: Vec<(String, String, String)> = self.commands.projection().read(|s| {
+            s.projects
+                .iter()
+                .flat_map(|(p, proj)| {
+                    proj.work
+                        .iter()
+                        .filter(|w| w.status == WorkStatus::Assigned)
+                        .filter(|w| w.assigned_at_ms.is_some_and(|t| t + limit < now))
+                        .filter_map(move |w| Some((p.clone(), w.id.clone(), w.lease_id.clone()?)))
+                })
+                .collect()
+        });
+        for (project, id, lease) in overdue {
+            let outcome = self
+                .commands
+                .execute(&system(), &project, |s| {
+                    work::decide_expire_unaccepted(s, &project, &id, &lease, &self.settings, now)
+                })
+                .await;
+            if let Ok(Some(_)) = outcome {
+                tracing::warn!(
+                    project,
+                    work = id,
+                    "assignment not accepted in time: taken back"
+                );
+            }
+        }
+    }
+
+    /// Answers the agent protocol's requests until the subscription ends.
+    pub async fn serve_rpc(self: Arc<Self>) -> Result<(), String> {
+        let mut requests = self
+            .client
+            .queue_subscribe("weft.rpc.*.>", protocol::RPC_QUEUE_GROUP.into())
+            .await
+            .map_err(|e| format!("cannot subscribe to the agent protocol: {e}"))?;
+        while let Some(message) = requests.next().await {
+            let this = self.clone();
+            tokio::spawn(async move { this.answer(message).await });
+        }
+        Ok(())
+    }
+
+    async fn answer(&self, message: async_nats::Message) {
+        let Some(reply_to) = message.reply.clone() else {
+            return;
+        };
+        let mut tokens = message.subject.as_str().splitn(4, '.');
+        let (project, operation) =
+            match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
+                (Some("weft"), Some("rpc"), Some(p), Some(op)) => (p.to_string(), op.to_string()),
+                _ => return,
+            };
+        let body = if !events::subject::is_valid_token(&project) {
+            serde_json::to_vec(&Reply::<()>::err(codes::INVALID, "invalid project id"))
+        } else {
+            let payload = &message.payload;
+            match operation.as_str() {
+                protocol::REGISTER => self.register(&project, payload).await,
+                protocol::HEARTBEAT => self.heartbeat(&project, payload).await,
+                protocol::DEREGISTER => self.deregister(&project, payload).await,
+                protocol::ACCEPT | protocol::PROGRESS | protocol::COMPLETE | protocol::FAIL => {
+                    self.report(&project, &operation, payload).await
+                }
+                other => serde_json::to_vec(&Reply::<()>::err(
+                    codes::INVALID,
+                    format!("unknown operation {other}"),
+                )),
+            }
+        };
+        if let Ok(body) = body {
+            if let Err(e) = self.client.publish(reply_to, body.into()).await {
+                tracing::debug!("reply not sent: {e}");
+            }
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Vec<u8>> {
+        serde_json::from_slice(payload).map_err(|e| {
+            serde_json::to_vec(&Reply::<()>::err(
+                codes::INVALID,
+                format!("malformed request: {e}"),
+            ))
+            .unwrap_or_default()
+        })
+    }
+
+    fn failure(e: CommandError<Rejection>) -> Reply<()> {
+        match e {
+            CommandError::Rejected(Rejection::Invalid(errors)) => Reply::err(
+                codes::INVALID,
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            CommandError::Rejected(Rejection::NotFound(m)) => Reply::err(codes::NOT_FOUND, m),
+            CommandError::Rejected(Rejection::Conflict(m)) => Reply::err(codes::LEASE_LOST, m),
+            CommandError::Contended => Reply::err(codes::UNAVAILABLE, "busy; retry"),
+            CommandError::Unavailable(m) => Reply::err(codes::UNAVAILABLE, m),
+        }
+    }
+
+    async fn register(&self, project: &str, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
+        let request: protocol::RegisterRequest = match Self::parse(payload) {
+            Ok(r) => r,
+            Err(body) => return Ok(body),
+        };
+        let invalid = |m: &str| serde_json::to_vec(&Reply::<()>::err(codes::INVALID, m));
+        if !events::subject::is_valid_token(&request.agent_id) {
+            return invalid("agentId must be 1-128 letters, digits, '-' or '_'");
+        }
+        if request.agent_type.is_empty()
+            || request.capabilities.is_empty()
+            || request.boundaries.is_empty()
+        {
+            return invalid("agentType, capabilities and boundaries must not be empty");
+        }
+        if !(1..=1000).contains(&request.max_concurrent_tasks) {
+            return invalid("maxConcurrentTasks must be between 1 and 1000");
+        }
+        let registration = events::work::AgentRegistered {
+            agent_type: request.agent_type,
+            capabilities: request.capabilities,
+            boundaries: request.boundaries,
+            max_concurrent_tasks: request.max_concurrent_tasks,
+            idle_timeout_ms: request.idle_timeout_ms,
+            hostname: request.hostname,
+            handle: request.handle,
+            spin_up_id: request.spin_up_id,
+            target_id: request.target_id,
+        };
+        let id = request.agent_id;
+        let outcome = self
+            .commands
+            .execute(&agent_actor(&id), project, |s| {
+                work::decide_register_agent(s, project, &id, &registration)
+            })
+            .await;
+        match outcome {
+            Ok(_) => {
+                self.seen(project, &id);
+                tracing::info!(project, agent = id, "agent registered");
+                serde_json::to_vec(&Reply::ok(protocol::RegisterReply {
+                    heartbeat_interval_ms: self.timing.heartbeat_interval.as_millis() as u64,
+                }))
+            }
+            Err(e) => serde_json::to_vec(&Self::failure(e)),
+        }
+    }
+
+    async fn heartbeat(&self, project: &str, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
+        let request: protocol::HeartbeatRequest = match Self::parse(payload) {
+            Ok(r) => r,
+            Err(body) => return Ok(body),
+        };
+        let reply = self.commands.projection().read(|s| {
+            let p = s.project(project)?;
+            let agent = p
+                .agents
+                .get(&request.agent_id)
+                .filter(|a| a.status == AgentStatus::Online)?;
+            let assignments: Vec<Assignment> = agent
+                .active
+                .iter()
+                .filter_map(|id| p.work.get(id))
+                .map(assignment)
+                .collect();
+            let cancel = request
+                .running
+                .iter()
+                .filter(|id| !agent.active.contains(*id))
+                .cloned()
+                .collect();
+            let shutdown =
+                agent
+                    .shutdown_requested
+                    .as_ref()
+                    .map(|reason| protocol::ShutdownRequest {
+                        graceful: true,
+                        reason: reason.clone(),
+                    });
+            Some(protocol::HeartbeatReply {
+                registered: true,
+                assignments,
+                cancel,
+                shutdown,
+            })
+        });
+        let reply = match reply {
+            Some(r) => {
+                self.seen(project, &request.agent_id);
+                r
+            }
+            // Unknown or marked offline: whatever it runs is no longer its own.
+            None => protocol::HeartbeatReply {
+                registered: false,
+                cancel: request.running,
+                ..Default::default()
+            },
+        };
+        serde_json::to_vec(&Reply::ok(reply))
+    }
+
+    async fn deregister(&self, project: &str, payload: &[u8]) -> serde_json::Result<Vec<u8>> {
+        let request: protocol::DeregisterRequest = match Self::parse(payload) {
+            Ok(r) => r,
+            Err(body) => return Ok(body),
+        };
+        let now = now_ms();
+        let id = request.agent_id;
+        let outcome = self
+            .commands
+            .execute(&agent_actor(&id), project, |s| {
+                work::decide_agent_offline(s, project, &id, "shutdown", &self.settings, now)
+            })
+            .await;
+        self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(project.to_string(), id.clone()));
+        match outcome {
+            Ok(_) => serde_json::to_vec(&Reply::ok(())),
+            Err(e) => serde_json::to_vec(&Self::failure(e)),
+        }
+    }
+
+    async fn report(
+        &self,
+        project: &str,
+        operation: &str,
+        payload: &[u8],
+    ) -> serde_json::Result<Vec<u8>> {
+        let r: protocol::WorkReport = match Self::parse(payload) {
+            Ok(r) => r,
+            Err(body) => return Ok(body),
+        };
+        self.seen(project, &r.agent_id);
+        let now = now_ms();
+        let message = r.message.clone().unwrap_or_default();
+        let by = work::LeaseRef {
+            work_id: &r.work_id,
+            agent_id: &r.agent_id,
+            lease_id: &r.lease_id,
+        };
+        let outcome = self
+            .commands
+            .execute(&agent_actor(&r.agent_id), project, |s| match operation {
+                protocol::ACCEPT => work::decide_accept(s, project, by),
+                protocol::PROGRESS => work::decide_progress(s, project, by, r.progress, &message),
+                protocol::COMPLETE => work::decide_complete(
+                    s,
+                    project,
+                    by,
+                    &message,
+                    r.output.clone(),
+                    r.artifacts.clone(),
+                ),
+                _ => work::decide_fail(
+                    s,
+                    project,
+                    by,
+                    &message,
+                    r.recoverable.unwrap_or(true),
+                    &self.settings,
+                    now,
+                ),
+            })
+            .await;
+        match outcome {
+            Ok(_) => serde_json::to_vec(&Reply::ok(())),
+            Err(e) => serde_json::to_vec(&Self::failure(e)),
+        }
+    }
+}

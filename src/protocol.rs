@@ -1,0 +1,179 @@
+//! The agent protocol on NATS, shared by Weft and `weft agent`. JSON, so agents can be
+//! written in any language; `docs/agent-protocol.md` describes it for people.
+//!
+//! Agent -> Weft (request/reply, queue group `weft`): `weft.rpc.<project>.<operation>`.
+//! Weft -> agent (push): `weft.agent.<project>.<agentId>.{assign,cancel,shutdown}`.
+//! Pushes are a shortcut: every heartbeat reply repeats what the agent should be running,
+//! so a push lost in a reconnect loses nothing.
+
+use serde::{Deserialize, Serialize};
+
+pub const RPC_QUEUE_GROUP: &str = "weft";
+
+pub fn rpc_subject(project: &str, operation: &str) -> String {
+    format!("weft.rpc.{project}.{operation}")
+}
+
+pub fn agent_subject(project: &str, agent_id: &str, message: &str) -> String {
+    format!("weft.agent.{project}.{agent_id}.{message}")
+}
+
+pub const REGISTER: &str = "agent.register";
+pub const HEARTBEAT: &str = "agent.heartbeat";
+pub const DEREGISTER: &str = "agent.deregister";
+pub const ACCEPT: &str = "work.accept";
+pub const PROGRESS: &str = "work.progress";
+pub const COMPLETE: &str = "work.complete";
+pub const FAIL: &str = "work.fail";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterRequest {
+    pub agent_id: String,
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    pub boundaries: Vec<String>,
+    pub max_concurrent_tasks: u32,
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub handle: Option<String>,
+    #[serde(default)]
+    pub spin_up_id: Option<String>,
+    #[serde(default)]
+    pub target_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterReply {
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatRequest {
+    pub agent_id: String,
+    /// Work items the agent is running now.
+    #[serde(default)]
+    pub running: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatReply {
+    /// False when Weft does not know the agent as online (it was marked offline): register again.
+    pub registered: bool,
+    /// Everything assigned to the agent now; start what is not running yet.
+    pub assignments: Vec<Assignment>,
+    /// Items the agent runs that are no longer its own (cancelled, or the lease was taken
+    /// away): stop them.
+    pub cancel: Vec<String>,
+    #[serde(default)]
+    pub shutdown: Option<ShutdownRequest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    pub work_id: String,
+    pub lease_id: String,
+    pub task_id: String,
+    pub description: String,
+    pub capability: String,
+    pub boundary: String,
+    pub priority: u8,
+    pub attempt: u32,
+    #[serde(default)]
+    pub deadline: Option<String>,
+    #[serde(default)]
+    pub context_data: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    pub work_id: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShutdownRequest {
+    pub graceful: bool,
+    pub reason: String,
+}
+
+/// `work.accept`, `work.progress`, `work.complete`, `work.fail` all name the lease.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkReport {
+    pub agent_id: String,
+    pub work_id: String,
+    pub lease_id: String,
+    #[serde(default)]
+    pub progress: Option<u8>,
+    /// Progress message, completion summary, or failure error.
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// For `work.fail`: whether another attempt could succeed.
+    #[serde(default)]
+    pub recoverable: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeregisterRequest {
+    pub agent_id: String,
+}
+
+/// Every reply: `{"ok": true, ...}` or `{"ok": false, "code": ..., "error": ...}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reply<T> {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
+/// Codes of failed replies.
+pub mod codes {
+    /// The request is malformed: do not retry it.
+    pub const INVALID: &str = "invalid";
+    /// The agent's lease on the item is gone (cancelled, reassigned): stop working on it.
+    pub const LEASE_LOST: &str = "lease-lost";
+    pub const NOT_FOUND: &str = "not-found";
+    /// Weft could not record it now: retry.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+impl<T> Reply<T> {
+    pub fn ok(data: T) -> Self {
+        Reply {
+            ok: true,
+            code: None,
+            error: None,
+            data: Some(data),
+        }
+    }
+
+    pub fn err(code: &str, error: impl Into<String>) -> Self {
+        Reply {
+            ok: false,
+            code: Some(code.into()),
+            error: Some(error.into()),
+            data: None,
+        }
+    }
+}
