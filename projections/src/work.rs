@@ -108,7 +108,8 @@ pub struct Work {
     pub updated_at_ms: u64,
     /// Stream sequence of `work.submitted`: FIFO order within a priority.
     pub submitted_sequence: u64,
-    /// Stream sequence of the item's last event.
+    /// Stream sequence of the last event on the item's own subject: what an append to it
+    /// must expect. Events of other aggregates that touch the item leave it alone.
     pub version: u64,
 }
 
@@ -494,13 +495,14 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
         Event::AgentWentOffline(e) => {
             for freed in &e.freed {
                 if holds(work, &freed.work_id, &freed.lease_id) {
+                    // No `version` change: this event is on the agent's subject, and an
+                    // item's version is the sequence of the last event on its own subject.
                     if let Some(w) = work.items.get_mut(&freed.work_id) {
                         w.error = Some(WorkError {
                             message: format!("agent {id} went offline: {}", e.reason),
                             recoverable: true,
                             occurred_at_ms: time,
                         });
-                        w.version = sequence;
                     }
                     end_lease(work, agents, &freed.work_id, &freed.then, time);
                 }

@@ -3,9 +3,11 @@ use events::{Envelope, Event};
 
 use super::*;
 
+/// State plus the server's side of optimistic concurrency: the last sequence per subject.
 struct World {
     state: State,
     seq: u64,
+    subjects: std::collections::HashMap<String, u64>,
 }
 
 impl World {
@@ -13,12 +15,25 @@ impl World {
         World {
             state: State::default(),
             seq: 0,
+            subjects: Default::default(),
         }
     }
 
+    /// Appends like JetStream would: the decision's expectation must hold.
     fn record(&mut self, decision: Option<Decision>) {
         let d = decision.expect("a decision");
+        let subject = format!("{}/{}", d.event.aggregate_kind().as_str(), d.aggregate_id);
+        if let Expect::AggregateAt(expected) = d.expect {
+            let actual = self.subjects.get(&subject).copied().unwrap_or(0);
+            assert_eq!(
+                expected,
+                actual,
+                "{} would conflict on {subject}",
+                d.event.type_name()
+            );
+        }
         self.seq += 1;
+        self.subjects.insert(subject, self.seq);
         self.state.apply(
             self.seq,
             &Envelope {
@@ -327,6 +342,10 @@ fn an_agent_going_offline_frees_its_leases() {
             .is_none()
     );
     assert!(w.assign_all().is_empty(), "offline agents get nothing");
+    // Another agent picks the freed items up: their versions still match their subjects.
+    w.agent("b", "claude-code", &["personal"], 2);
+    assert_eq!(w.assign_all().len(), 2);
+    assert_eq!(w.work("j1").attempts, 2);
 }
 
 #[test]

@@ -274,3 +274,155 @@ pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
     }
     found
 }
+
+/// Settings that make liveness and retries fast enough for tests.
+pub fn fast_env(nats: &NatsServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("NATS_URL", nats.url()),
+        ("WEFT_HEARTBEAT_INTERVAL_MS", "300".into()),
+        ("WEFT_AGENT_TIMEOUT_MS", "2000".into()),
+        ("WEFT_RETRY_BACKOFF_MS", "100".into()),
+        ("WEFT_ACCEPT_TIMEOUT_MS", "5000".into()),
+    ]
+}
+
+/// A real `weft agent` process.
+pub struct AgentProcess {
+    pub id: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// `args`: (type, capabilities, boundaries, max concurrent, command).
+    pub fn start(
+        nats: &NatsServer,
+        agent_type: &str,
+        capabilities: &str,
+        boundaries: &str,
+        max: u32,
+        command: &str,
+    ) -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("agent.log");
+        let file = std::fs::File::create(&log).expect("log");
+        let child = Command::new(weft_binary())
+            .arg("agent")
+            .env("NATS_URL", nats.url())
+            .env("WEFT_AGENT_ID", &id)
+            .env("AGENT_TYPE", agent_type)
+            .env("AGENT_CAPABILITIES", capabilities)
+            .env("AGENT_BOUNDARIES", boundaries)
+            .env("AGENT_MAX_CONCURRENT_TASKS", max.to_string())
+            .env("AGENT_COMMAND", command)
+            .env("LOG_LEVEL", "info")
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("weft agent starts");
+        AgentProcess {
+            id,
+            log,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `GET path` until `done` holds for its JSON, or panics after `timeout`.
+pub async fn poll_until(
+    weft: &Weft,
+    path: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    let http = client();
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let (status, body) = call(http.get(weft.url(path))).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out after {timeout:?} polling {path}; last answer: {last}\nweft log:\n{}",
+        weft.log_text()
+    );
+}
+
+/// Every event of the log, oldest first.
+pub async fn all_events(weft: &Weft) -> Vec<Value> {
+    let http = client();
+    let mut after = 0;
+    let mut events = Vec::new();
+    for _ in 0..1000 {
+        let (status, page) =
+            call(http.get(weft.url(&format!("/api/events?after={after}&limit=1000")))).await;
+        assert_eq!(status, 200, "{page}");
+        events.extend(page["events"].as_array().cloned().unwrap_or_default());
+        after = page["nextAfter"].as_u64().unwrap_or(after);
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    events
+}
+
+pub fn submit_body(description: &str, capability: &str, boundary: &str, priority: u8) -> Value {
+    serde_json::json!({
+        "description": description,
+        "capability": capability,
+        "boundary": boundary,
+        "priority": priority,
+    })
+}
