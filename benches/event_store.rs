@@ -6,9 +6,10 @@
 //!     BENCH_EVENTS=100000 cargo bench --bench event_store
 //!     BENCH_SYNC=always cargo bench --bench event_store   # fsync on every write
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream::{self, consumer, stream};
 use events::target::{LocalConfig, MechanismConfig, TargetRegistered};
@@ -45,29 +46,6 @@ fn envelope(i: usize) -> Envelope {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
-fn row(name: &str, n: usize, elapsed: Duration, latencies: &mut [Duration]) -> f64 {
-    latencies.sort();
-    let rate = n as f64 / elapsed.as_secs_f64();
-    if latencies.is_empty() {
-        println!("{name:<58} {rate:>10.0}/s");
-    } else {
-        println!(
-            "{name:<58} {rate:>10.0}/s   p50 {:>7.0} µs   p99 {:>7.0} µs",
-            percentile(latencies, 0.5),
-            percentile(latencies, 0.99)
-        );
-    }
-    rate
-}
-
 async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
     js.create_stream(stream::Config {
         name: name.into(),
@@ -86,40 +64,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let sync = std::env::var("BENCH_SYNC").unwrap_or_else(|_| "default".into());
-    let binary =
-        weft::embedded::find_binary().expect("nats-server (scripts/install-nats-server.sh)");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let sync_line = if sync == "default" {
-        String::new()
-    } else {
-        format!("sync_interval: {sync}")
-    };
-    let config = dir.path().join("nats.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?}\n{sync_line} }}\n",
-            dir.path().join("js")
-        ),
-    )
-    .expect("config");
-    let mut server = std::process::Command::new(binary)
-        .arg("-c")
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let client = async_nats::connect(format!("127.0.0.1:{port}"))
-        .await
-        .expect("connect");
+    let server = support::nats_server(&sync);
+    let client = async_nats::connect(&server.url).await.expect("connect");
     migrations::apply(&client, "bench").await.expect("migrate");
     let js = jetstream::new(client.clone());
     let store = EventStore::new(client.clone());
@@ -144,7 +90,7 @@ async fn main() {
             .expect("ack");
         lat.push(s.elapsed());
     }
-    let raw_seq = row(
+    let raw_seq = support::row(
         "raw JetStream publish+ack, sequential",
         half,
         t.elapsed(),
@@ -161,7 +107,7 @@ async fn main() {
             .expect("append");
         lat.push(s.elapsed());
     }
-    let store_seq = row(
+    let store_seq = support::row(
         "store.append (msg id + expected seq), sequential",
         half,
         t.elapsed(),
@@ -200,7 +146,7 @@ async fn main() {
     for task in tasks {
         task.await.expect("writer");
     }
-    let raw_par = row(
+    let raw_par = support::row(
         &format!("raw JetStream publish+ack, {writers} concurrent writers"),
         n,
         t.elapsed(),
@@ -224,7 +170,7 @@ async fn main() {
     for task in tasks {
         task.await.expect("writer");
     }
-    let store_par = row(
+    let store_par = support::row(
         &format!("store.append, {writers} concurrent writers"),
         n,
         t.elapsed(),
@@ -251,7 +197,7 @@ async fn main() {
         let m = messages.next().await.expect("message").expect("ok");
         std::hint::black_box(m.payload.len());
     }
-    let raw_read = row(
+    let raw_read = support::row(
         "raw JetStream ordered consumer read",
         n,
         t.elapsed(),
@@ -261,7 +207,7 @@ async fn main() {
     let projection = weft::projector::start(store.clone(), 0, Arc::new(tokio::sync::Notify::new()))
         .await
         .expect("replay");
-    let replay = row(
+    let replay = support::row(
         "replay: read + decode + fold into projections",
         total,
         t.elapsed(),
@@ -277,6 +223,4 @@ async fn main() {
         "\nprojected {targets} targets at sequence {}",
         projection.sequence()
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }

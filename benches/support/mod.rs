@@ -1,0 +1,145 @@
+//! What both benchmarks need: a nats-server of their own, and raw JetStream figures to
+//! print next to Weft's.
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct Server {
+    pub url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A nats-server on loopback; `sync` is `default` or a `sync_interval` value (`always`).
+pub fn nats_server(sync: &str) -> Server {
+    let binary =
+        weft::embedded::find_binary().expect("nats-server (scripts/install-nats-server.sh)");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let sync_line = if sync == "default" {
+        String::new()
+    } else {
+        format!("sync_interval: {sync}")
+    };
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?}\n{sync_line} }}\n",
+            dir.path().join("js")
+        ),
+    )
+    .expect("config");
+    let child = std::process::Command::new(binary)
+        .arg("-c")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        url: format!("nats://127.0.0.1:{port}"),
+        child,
+        _dir: dir,
+    }
+}
+
+pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+pub fn row(name: &str, n: usize, elapsed: Duration, latencies: &mut [Duration]) -> f64 {
+    latencies.sort();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    if latencies.is_empty() {
+        println!("{name:<58} {rate:>10.0}/s");
+    } else {
+        println!(
+            "{name:<58} {rate:>10.0}/s   p50 {:>7.0} µs   p99 {:>7.0} µs",
+            percentile_us(latencies, 0.5),
+            percentile_us(latencies, 0.99)
+        );
+    }
+    rate
+}
+
+/// Raw appends on a scratch stream: `n` sequential, then `n` from 128 concurrent writers.
+pub async fn raw_appends(js: &jetstream::Context, n: usize, payload: &[u8]) -> (f64, f64) {
+    let name = format!("RAW{}", free_port());
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{}.>", name.to_lowercase())],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .expect("raw stream");
+    let prefix = name.to_lowercase();
+    let mut lat = Vec::with_capacity(n);
+    let t = Instant::now();
+    for i in 0..n {
+        let s = Instant::now();
+        js.publish(format!("{prefix}.s{i}"), payload.to_vec().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        lat.push(s.elapsed());
+    }
+    let sequential = row(
+        "raw JetStream publish+ack, sequential",
+        n,
+        t.elapsed(),
+        &mut lat,
+    );
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..128 {
+        let js = js.clone();
+        let (prefix, payload) = (prefix.clone(), payload.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..n).step_by(128) {
+                js.publish(format!("{prefix}.c{i}"), payload.clone().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("ack");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let concurrent = row(
+        "raw JetStream publish+ack, 128 concurrent writers",
+        n,
+        t.elapsed(),
+        &mut [],
+    );
+    (sequential, concurrent)
+}
