@@ -253,11 +253,13 @@ fn end_lease(work: &mut WorkItems, agents: &mut Agents, id: &str, then: &AfterFa
     work.set_status(id, status);
 }
 
-/// Whether `lease` is the item's current lease.
-fn holds(work: &WorkItems, id: &str, lease: &str) -> bool {
-    work.items
-        .get(id)
-        .is_some_and(|w| w.status.is_leased() && w.lease_id.as_deref() == Some(lease))
+/// Whether `agent` holds the item's current lease `lease`.
+fn holds(work: &WorkItems, id: &str, agent: &str, lease: &str) -> bool {
+    work.items.get(id).is_some_and(|w| {
+        w.status.is_leased()
+            && w.lease_id.as_deref() == Some(lease)
+            && w.assigned_to.as_deref() == Some(agent)
+    })
 }
 
 pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, envelope: &Envelope) {
@@ -334,7 +336,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             }
         }
         Event::WorkStarted(e) => {
-            if !holds(work, id, &e.lease_id) {
+            if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
             if let Some(w) = work.items.get_mut(id) {
@@ -345,7 +347,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             work.set_status(id, WorkStatus::InProgress);
         }
         Event::WorkProgressed(e) => {
-            if !holds(work, id, &e.lease_id) {
+            if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
             if let Some(w) = work.items.get_mut(id) {
@@ -358,7 +360,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             }
         }
         Event::WorkCompleted(e) => {
-            if !holds(work, id, &e.lease_id) {
+            if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
             if let Some(agent) = agents.agents.get_mut(&e.agent_id) {
@@ -382,7 +384,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             work.set_status(id, WorkStatus::Completed);
         }
         Event::WorkFailed(e) => {
-            if !holds(work, id, &e.lease_id) {
+            if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
             if let Some(agent) = agents.agents.get_mut(&e.agent_id) {
@@ -399,7 +401,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             end_lease(work, agents, id, &e.then, time);
         }
         Event::WorkLeaseExpired(e) => {
-            if !holds(work, id, &e.lease_id) {
+            if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
             if let Some(w) = work.items.get_mut(id) {
@@ -494,7 +496,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
         }
         Event::AgentWentOffline(e) => {
             for freed in &e.freed {
-                if holds(work, &freed.work_id, &freed.lease_id) {
+                if holds(work, &freed.work_id, id, &freed.lease_id) {
                     // No `version` change: this event is on the agent's subject, and an
                     // item's version is the sequence of the last event on its own subject.
                     if let Some(w) = work.items.get_mut(&freed.work_id) {

@@ -388,3 +388,26 @@ fn submissions_are_validated_and_keys_give_stable_ids() {
     assert_eq!(id_for_key("p", "k"), id_for_key("p", "k"));
     assert_ne!(id_for_key("p", "k"), id_for_key("q", "k"));
 }
+
+#[test]
+fn a_policy_file_replaces_the_default_table() {
+    let policy = RoutingPolicy::from_json(
+        r#"{"boundaries": {"personal": {"allowedAgentTypes": ["codex"], "preferredAgentTypes": ["codex"]}}}"#,
+    )
+    .unwrap();
+    let mut w = World::new();
+    w.agent("claude", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    assert!(decide_next_assignment(&w.state, "p", &policy, u64::MAX, "l").is_none());
+    w.agent("codex", "codex", &["personal"], 1);
+    let d = decide_next_assignment(&w.state, "p", &policy, u64::MAX, "l").unwrap();
+    match d.event {
+        Event::WorkAssigned(a) => {
+            assert_eq!(a.agent_id, "codex");
+            assert!(a.reason.rule.contains("codex only"), "{}", a.reason.rule);
+        }
+        other => panic!("{other:?}"),
+    }
+    let typo = RoutingPolicy::from_json(r#"{"boundaries": {"personal": {"allowed": ["codex"]}}}"#);
+    assert!(typo.is_err_and(|e| e.contains("unknown field")));
+}
