@@ -20,6 +20,26 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Splits credentials out of a URL, percent-decoded (a password may contain `@` or `:`).
+/// Returns the URL without them. URLs without a scheme (`host:port`) pass unchanged.
+pub fn split_credentials(raw: &str) -> (String, Option<(String, String)>) {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return (raw.to_string(), None);
+    };
+    if url.username().is_empty() || url.cannot_be_a_base() {
+        return (raw.to_string(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = (decode(url.username()), decode(url.password().unwrap_or("")));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    (url.to_string(), Some(credentials))
+}
+
 fn options(
     user: Option<&str>,
     pass: Option<&str>,
@@ -43,14 +63,13 @@ fn options(
                 }
             }
         });
-    let url_has_user = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .is_some_and(|host| host.contains('@'));
-    if let (Some(user), false) = (user, url_has_user) {
-        options = options.user_and_password(user.into(), pass.unwrap_or_default().into());
+    // Credentials in the URL win over NATS_USER/NATS_PASS, as in the original.
+    match (split_credentials(url).1, user) {
+        (Some((user, pass)), _) => options = options.user_and_password(user, pass),
+        (None, Some(user)) => {
+            options = options.user_and_password(user.into(), pass.unwrap_or_default().into())
+        }
+        (None, None) => {}
     }
     options
 }
@@ -67,7 +86,7 @@ pub async fn connect(
     let mut attempt = 1u32;
     loop {
         match options(user, pass, url, connected.clone())
-            .connect(url)
+            .connect(split_credentials(url).0.as_str())
             .await
         {
             Ok(client) => {
@@ -92,6 +111,23 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn credentials_are_split_out_and_decoded() {
+        use super::split_credentials;
+        assert_eq!(
+            split_credentials("ws://weft:p%40ss%20word@127.0.0.1:8080/path"),
+            (
+                "ws://127.0.0.1:8080/path".to_string(),
+                Some(("weft".to_string(), "p@ss word".to_string()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://h:4222"),
+            ("nats://h:4222".to_string(), None)
+        );
+        assert_eq!(split_credentials("localhost:4222").1, None);
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {
