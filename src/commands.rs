@@ -125,11 +125,12 @@ impl Commands {
             };
             match self.store.append(&envelope, &decision.expect, None).await {
                 Ok(appended) => {
-                    if !self
-                        .projection
-                        .wait_for(appended.sequence, READ_YOUR_WRITE_TIMEOUT)
-                        .await
-                    {
+                    let applied = self.projection.apply_if_next(appended.sequence, &envelope)
+                        || self
+                            .projection
+                            .wait_for(appended.sequence, READ_YOUR_WRITE_TIMEOUT)
+                            .await;
+                    if !applied {
                         tracing::warn!(
                             sequence = appended.sequence,
                             "recorded, but the projection has not caught up yet"

@@ -60,9 +60,28 @@ impl Projection {
         let _ = tokio::time::timeout(timeout, rx.changed()).await;
     }
 
+    /// Folds in an event this process just appended, if it is the very next one; the
+    /// consumer will skip it. Saves waiting for the consumer to deliver our own write back.
+    /// Returns false when other events come first (the consumer will apply them in order).
+    pub fn apply_if_next(&self, sequence: u64, envelope: &events::Envelope) -> bool {
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if state.sequence + 1 != sequence {
+                return false;
+            }
+            state.apply(sequence, envelope);
+        }
+        self.applied.send_replace(sequence);
+        true
+    }
+
     fn apply(&self, sequence: u64, envelope: Option<&events::Envelope>) {
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if sequence <= state.sequence {
+                // Already folded in by `apply_if_next`.
+                return;
+            }
             match envelope {
                 Some(envelope) => {
                     state.apply(sequence, envelope);
