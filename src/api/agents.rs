@@ -1,7 +1,6 @@
 //! `/api/agents`: Weft's own agents (registered through the agent protocol) and agents that
 //! speak Warp (from the shared `agent-registry` bucket), in the original's shape.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -11,6 +10,7 @@ use poem_openapi::{Object, OpenApi};
 use projections::{Agent, AgentStatus};
 use serde_json::Value;
 
+use super::batch::BatchOutcome;
 use super::error::ApiError;
 use super::pagination::{self, filter_hash};
 use super::strict::{OptionalBody, Strict};
@@ -204,13 +204,9 @@ pub struct ShutdownBatchRequest {
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
 pub struct ShutdownBatchResponse {
-    pub success: Vec<String>,
-    pub failed: Vec<String>,
-    pub count: usize,
-    pub errors: BTreeMap<String, String>,
-    pub completed_at: String,
-    pub total_processed: usize,
-    pub success_rate: f64,
+    #[oai(flatten)]
+    pub outcome: BatchOutcome,
+    /// The agents asked to shut down (the same as `success`).
     pub shutdown_agents: Vec<String>,
     pub graceful: bool,
 }
@@ -436,50 +432,25 @@ impl AgentsApi {
                     .collect()
             }
         };
-        let mut r = ShutdownBatchResponse {
-            success: vec![],
-            failed: vec![],
-            count: 0,
-            errors: BTreeMap::new(),
-            completed_at: String::new(),
-            total_processed: 0,
-            success_rate: 0.0,
-            shutdown_agents: vec![],
-            graceful,
-        };
+        let mut outcome = BatchOutcome::default();
         for (guid, agent) in selected {
-            let outcome = match &agent {
+            let result = match &agent {
                 None => Err("Agent not found".to_string()),
                 Some(agent) => app
                     .shutdown_agent(&actor, agent, graceful, &reason)
                     .await
-                    .map_err(|e| match e {
-                        ApiError::BadRequest(b)
-                        | ApiError::Unauthorized(b)
-                        | ApiError::NotFound(b)
-                        | ApiError::Conflict(b)
-                        | ApiError::Unavailable(b) => b.0.message,
-                    }),
+                    .map_err(ApiError::into_message),
             };
-            match outcome {
-                Ok(()) => {
-                    r.shutdown_agents.push(guid.clone());
-                    r.success.push(guid);
-                }
-                Err(message) => {
-                    r.errors.insert(guid.clone(), message);
-                    r.failed.push(guid);
-                }
+            match result {
+                Ok(()) => outcome.succeeded(guid),
+                Err(message) => outcome.failed(guid, message),
             }
         }
-        r.count = r.success.len();
-        r.total_processed = r.success.len() + r.failed.len();
-        r.success_rate = if r.total_processed == 0 {
-            0.0
-        } else {
-            100.0 * r.count as f64 / r.total_processed as f64
-        };
-        r.completed_at = rfc3339(now_ms());
-        Ok(Json(r))
+        let outcome = outcome.finish();
+        Ok(Json(ShutdownBatchResponse {
+            shutdown_agents: outcome.success.clone(),
+            outcome,
+            graceful,
+        }))
     }
 }

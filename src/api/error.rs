@@ -51,6 +51,17 @@ fn body(
 }
 
 impl ApiError {
+    /// The human-readable message, for places that report errors per item.
+    pub fn into_message(self) -> String {
+        match self {
+            ApiError::BadRequest(b)
+            | ApiError::Unauthorized(b)
+            | ApiError::NotFound(b)
+            | ApiError::Conflict(b)
+            | ApiError::Unavailable(b) => b.0.message,
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest(body("ValidationError", message, None))
     }

@@ -1,6 +1,7 @@
 //! The REST API: routes, authentication, error shapes and the OpenAPI spec.
 
 pub mod agents;
+pub mod batch;
 pub mod error;
 pub mod events;
 pub mod pagination;

@@ -1,6 +1,5 @@
 //! `/api/targets`: spin-up targets, every change recorded as an event.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -9,6 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use projections::{HealthStatus, Target, TargetStatus};
 
+use super::batch::BatchOutcome;
 use super::error::ApiError;
 use super::pagination::{self, filter_hash};
 use super::strict::Strict;
@@ -244,14 +244,8 @@ pub struct DisableBatchRequest {
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
 pub struct DisableBatchResponse {
-    pub success: Vec<String>,
-    pub failed: Vec<String>,
-    pub count: usize,
-    pub errors: BTreeMap<String, String>,
-    pub completed_at: String,
-    pub total_processed: usize,
-    /// Percentage (0-100) of processed targets that are now disabled.
-    pub success_rate: f64,
+    #[oai(flatten)]
+    pub outcome: BatchOutcome,
     pub disabled_targets: Vec<String>,
     pub already_disabled: Vec<String>,
 }
@@ -622,55 +616,33 @@ impl TargetsApi {
                 })
             }
         };
-        let mut response = DisableBatchResponse {
-            success: vec![],
-            failed: vec![],
-            count: 0,
-            errors: BTreeMap::new(),
-            completed_at: String::new(),
-            total_processed: 0,
-            success_rate: 0.0,
-            disabled_targets: vec![],
-            already_disabled: vec![],
-        };
+        let mut outcome = BatchOutcome::default();
+        let (mut disabled, mut already) = (Vec::new(), Vec::new());
         let ctx = actor.context();
         for key in keys {
-            let outcome = app
+            let result = app
                 .commands
                 .execute(&ctx, &project, |s| {
                     targets::decide_disable(s, &project, &key, body.reason.clone())
                 })
                 .await;
-            match outcome {
+            match result {
                 Ok(Some(_)) => {
-                    response.disabled_targets.push(key.clone());
-                    response.success.push(key);
+                    disabled.push(key.clone());
+                    outcome.succeeded(key);
                 }
                 Ok(None) => {
-                    response.already_disabled.push(key.clone());
-                    response.success.push(key);
+                    already.push(key.clone());
+                    outcome.succeeded(key);
                 }
-                Err(e) => {
-                    let message = match ApiError::from(e) {
-                        ApiError::BadRequest(b)
-                        | ApiError::Unauthorized(b)
-                        | ApiError::NotFound(b)
-                        | ApiError::Conflict(b)
-                        | ApiError::Unavailable(b) => b.0.message,
-                    };
-                    response.errors.insert(key.clone(), message);
-                    response.failed.push(key);
-                }
+                Err(e) => outcome.failed(key, ApiError::from(e).into_message()),
             }
         }
-        response.count = response.success.len();
-        response.total_processed = response.success.len() + response.failed.len();
-        response.success_rate = if response.total_processed == 0 {
-            0.0
-        } else {
-            100.0 * response.count as f64 / response.total_processed as f64
+        let response = DisableBatchResponse {
+            outcome: outcome.finish(),
+            disabled_targets: disabled,
+            already_disabled: already,
         };
-        response.completed_at = rfc3339(crate::time::now_ms());
         Ok(Json(response))
     }
 }

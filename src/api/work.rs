@@ -1,6 +1,5 @@
 //! `/api/work`: submit, list, inspect, cancel and retry work items.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -9,6 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use projections::{Project, Work, WorkStatus};
 
+use super::batch::BatchOutcome;
 use super::error::ApiError;
 use super::pagination::{self, filter_hash};
 use super::strict::Strict;
@@ -278,14 +278,10 @@ pub struct CancelBatchRequest {
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
 pub struct CancelBatchResponse {
-    pub success: Vec<String>,
-    pub failed: Vec<String>,
-    pub count: usize,
-    pub errors: BTreeMap<String, String>,
-    pub completed_at: String,
-    pub total_processed: usize,
-    pub success_rate: f64,
+    #[oai(flatten)]
+    pub outcome: BatchOutcome,
     pub cancelled_items: Vec<String>,
+    /// Always empty: cancelled work is not reassigned.
     pub reassigned_items: Vec<String>,
     pub not_cancellable: Vec<String>,
 }
@@ -620,51 +616,30 @@ impl WorkApi {
                 })
             }
         };
-        let mut r = CancelBatchResponse {
-            success: vec![],
-            failed: vec![],
-            count: 0,
-            errors: BTreeMap::new(),
-            completed_at: String::new(),
-            total_processed: 0,
-            success_rate: 0.0,
-            cancelled_items: vec![],
-            reassigned_items: vec![],
-            not_cancellable: vec![],
-        };
+        let mut outcome = BatchOutcome::default();
+        let (mut cancelled, mut not_cancellable) = (Vec::new(), Vec::new());
         for id in ids {
             match app
                 .cancel_one(&actor, &project, &id, body.reason.clone())
                 .await
             {
                 Ok(_) => {
-                    r.cancelled_items.push(id.clone());
-                    r.success.push(id);
+                    cancelled.push(id.clone());
+                    outcome.succeeded(id);
                 }
-                Err(ApiError::Conflict(b)) => {
-                    r.errors.insert(id.clone(), b.0.message);
-                    r.not_cancellable.push(id.clone());
-                    r.failed.push(id);
-                }
-                Err(
-                    ApiError::NotFound(b)
-                    | ApiError::BadRequest(b)
-                    | ApiError::Unauthorized(b)
-                    | ApiError::Unavailable(b),
-                ) => {
-                    r.errors.insert(id.clone(), b.0.message);
-                    r.failed.push(id);
+                Err(e) => {
+                    if matches!(e, ApiError::Conflict(_)) {
+                        not_cancellable.push(id.clone());
+                    }
+                    outcome.failed(id, e.into_message());
                 }
             }
         }
-        r.count = r.success.len();
-        r.total_processed = r.success.len() + r.failed.len();
-        r.success_rate = if r.total_processed == 0 {
-            0.0
-        } else {
-            100.0 * r.count as f64 / r.total_processed as f64
-        };
-        r.completed_at = rfc3339(crate::time::now_ms());
-        Ok(Json(r))
+        Ok(Json(CancelBatchResponse {
+            outcome: outcome.finish(),
+            cancelled_items: cancelled,
+            reassigned_items: vec![],
+            not_cancellable,
+        }))
     }
 }
