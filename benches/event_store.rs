@@ -41,6 +41,7 @@ fn envelope(i: usize) -> Envelope {
             }),
             health_check: None,
             tags: vec![],
+            max_agents: None,
             registered_by: "api".into(),
         }),
     }

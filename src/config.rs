@@ -65,6 +65,18 @@ pub struct ServeConfig {
     /// Wait before the first retry; doubles with every attempt (at most 60 s).
     #[arg(long, env = "WEFT_RETRY_BACKOFF_MS", default_value_t = 1_000)]
     pub retry_backoff_ms: u64,
+    /// Time a started agent has to register before its spin-up counts as failed.
+    #[arg(long, env = "WEFT_SPINUP_TIMEOUT_MS", default_value_t = 60_000)]
+    pub spin_up_timeout_ms: u64,
+    /// A target whose spin-up failed is not used again for this long.
+    #[arg(long, env = "WEFT_SPINUP_COOLDOWN_MS", default_value_t = 30_000)]
+    pub spin_up_cooldown_ms: u64,
+    /// After an idle agent is asked to shut down, how long before what it runs on is stopped.
+    #[arg(long, env = "WEFT_SCALEDOWN_GRACE_MS", default_value_t = 30_000)]
+    pub scale_down_grace_ms: u64,
+    /// The NATS URL agents that Weft starts are told to join (default: the one Weft uses).
+    #[arg(long, env = "WEFT_AGENT_NATS_URL")]
+    pub agent_nats_url: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

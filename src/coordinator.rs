@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::commands::{CommandContext, CommandError, Commands, Rejection};
+use crate::mechanism::{Launch, Mechanisms};
 use crate::protocol::{self, codes, Assignment, Reply};
+use crate::spinup::{self, SpinUpSettings};
 use crate::time::now_ms;
 use crate::work::{self, RoutingPolicy, WorkSettings};
 
@@ -26,6 +28,21 @@ pub struct Timing {
     pub agent_timeout: Duration,
     /// Time an agent has to accept an assignment before it is taken back.
     pub accept_timeout: Duration,
+    /// Time a started agent has to register before its spin-up counts as failed.
+    pub spin_up_timeout: Duration,
+    /// Idle time after which an agent is asked to shut down (unless its own says otherwise).
+    pub idle_timeout: Duration,
+    /// Time an agent asked to shut down has before what it runs on is stopped.
+    pub scale_down_grace: Duration,
+}
+
+pub struct CoordinatorSettings {
+    pub policy: RoutingPolicy,
+    pub work: WorkSettings,
+    pub spin_up: SpinUpSettings,
+    pub timing: Timing,
+    /// The NATS URL agents that Weft starts are told to join.
+    pub agent_nats_url: String,
 }
 
 pub struct Coordinator {
@@ -33,7 +50,10 @@ pub struct Coordinator {
     client: Client,
     pub policy: RoutingPolicy,
     pub settings: WorkSettings,
+    spin_up: SpinUpSettings,
     timing: Timing,
+    agent_nats_url: String,
+    pub mechanisms: Mechanisms,
     /// Last heartbeat per (project, agent). High-churn, so kept out of the log: only its
     /// consequence (`agent.offline`) is recorded.
     last_seen: Mutex<HashMap<(String, String), (Instant, u64)>>,
@@ -76,16 +96,17 @@ impl Coordinator {
     pub fn new(
         commands: Arc<Commands>,
         client: Client,
-        policy: RoutingPolicy,
-        settings: WorkSettings,
-        timing: Timing,
+        settings: CoordinatorSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
             commands,
             client,
-            policy,
-            settings,
-            timing,
+            policy: settings.policy,
+            settings: settings.work,
+            spin_up: settings.spin_up,
+            timing: settings.timing,
+            agent_nats_url: settings.agent_nats_url,
+            mechanisms: Mechanisms::default(),
             last_seen: Mutex::new(HashMap::new()),
             started: Instant::now(),
         })
@@ -147,8 +168,12 @@ impl Coordinator {
         loop {
             changes.borrow_and_update();
             self.assign_all().await;
+            self.spin_up_for_unserved_work().await;
             self.mark_silent_agents_offline().await;
             self.take_back_unaccepted().await;
+            self.time_out_spin_ups().await;
+            self.scale_down_idle_agents().await;
+            self.stop_what_scaled_down_agents_ran_on().await;
             let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed()).await;
         }
     }
@@ -295,6 +320,266 @@ impl Coordinator {
         }
     }
 
+    /// Starts agents for work nobody can take: one spin-up per unserved item, on the best
+    /// target, counting spin-ups in flight as capacity so nothing is started twice.
+    async fn spin_up_for_unserved_work(&self) {
+        let projects: Vec<String> = self
+            .commands
+            .projection()
+            .read(|s| s.projects.keys().cloned().collect());
+        for project in projects {
+            // Bounded: each round triggers at most one spin-up, which covers at least one item.
+            for _ in 0..100 {
+                let now = now_ms();
+                let choice = self.commands.projection().read(|s| {
+                    let p = s.project(&project)?;
+                    spinup::unserved(&self.policy, p, now)
+                        .into_iter()
+                        .find_map(|w| {
+                            spinup::choose_target(&self.policy, p, w, &self.spin_up, now)
+                                .map(|t| (t.id.clone(), w.clone()))
+                        })
+                });
+                let Some((target, item)) = choice else { break };
+                if !self
+                    .trigger(&project, &target, "work-pending", Some(&item))
+                    .await
+                    .is_ok_and(|launched| launched.is_some())
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Records a spin-up and starts the mechanism. Returns the spin-up's id, if one was
+    /// triggered.
+    pub async fn trigger(
+        &self,
+        project: &str,
+        target: &str,
+        reason: &str,
+        item: Option<&Work>,
+    ) -> Result<Option<String>, CommandError<Rejection>> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let recorded = self
+            .commands
+            .execute(&system(), project, |s| {
+                spinup::decide_trigger(s, project, &id, target, reason, item)
+            })
+            .await?;
+        if recorded.is_none() {
+            return Ok(None);
+        }
+        tracing::info!(project, spin_up = id, target, reason, "spin-up triggered");
+        self.launch(project, &id).await;
+        Ok(Some(id))
+    }
+
+    async fn launch(&self, project: &str, id: &str) {
+        let found = self.commands.projection().read(|s| {
+            let p = s.project(project)?;
+            let spin_up = p.spin_ups.get(id)?;
+            Some((
+                p.targets.get(&spin_up.target_id)?.clone(),
+                spin_up.work_id.clone(),
+            ))
+        });
+        let Some((target, work_id)) = found else {
+            return;
+        };
+        let launch = Launch {
+            spin_up_id: id,
+            target: &target,
+            project,
+            nats_url: &self.agent_nats_url,
+            work_id: work_id.as_deref(),
+        };
+        let outcome = match self.mechanisms.start(&launch).await {
+            Ok(started) => {
+                tracing::info!(
+                    project,
+                    spin_up = id,
+                    target = target.name,
+                    "{}",
+                    started.detail
+                );
+                self.commands
+                    .execute(&system(), project, |s| {
+                        spinup::decide_started(s, project, id, started.detail.clone(), started.pid)
+                    })
+                    .await
+            }
+            Err(error) => {
+                tracing::warn!(
+                    project,
+                    spin_up = id,
+                    target = target.name,
+                    "spin-up failed: {error}"
+                );
+                self.commands
+                    .execute(&system(), project, |s| {
+                        spinup::decide_failed(s, project, id, "start", error.clone())
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(project, spin_up = id, "spin-up outcome not recorded: {e:?}");
+        }
+    }
+
+    /// A spin-up whose agent has not registered in time failed: stop what it started, so
+    /// the next target can be tried.
+    async fn time_out_spin_ups(&self) {
+        let limit = self.timing.spin_up_timeout.as_millis() as u64;
+        let now = now_ms();
+        let overdue: Vec<(String, String, projections::Target, Option<u32>)> =
+            self.commands.projection().read(|s| {
+                s.projects
+                    .iter()
+                    .flat_map(|(name, p)| {
+                        p.spin_ups
+                            .iter()
+                            .filter(|su| {
+                                su.status.is_in_flight() && su.triggered_at_ms + limit < now
+                            })
+                            .filter_map(move |su| {
+                                Some((
+                                    name.clone(),
+                                    su.id.clone(),
+                                    p.targets.get(&su.target_id)?.clone(),
+                                    su.pid,
+                                ))
+                            })
+                    })
+                    .collect()
+            });
+        for (project, id, target, pid) in overdue {
+            let error = format!("no agent registered within {} s", limit / 1000);
+            let outcome = self
+                .commands
+                .execute(&system(), &project, |s| {
+                    spinup::decide_failed(s, &project, &id, "registration", error.clone())
+                })
+                .await;
+            if let Ok(Some(_)) = outcome {
+                tracing::warn!(project, spin_up = id, target = target.name, "{error}");
+                if let Err(e) = self.mechanisms.stop(&target.config, pid).await {
+                    tracing::warn!(spin_up = id, "could not stop what the spin-up started: {e}");
+                }
+            }
+        }
+    }
+
+    /// Agents without work for their idle timeout are asked to shut down; an agent holding
+    /// a lease never is.
+    async fn scale_down_idle_agents(&self) {
+        let now = now_ms();
+        let default = self.timing.idle_timeout.as_millis() as u64;
+        let idle: Vec<(String, String)> = self.commands.projection().read(|s| {
+            s.projects
+                .iter()
+                .flat_map(|(name, p)| {
+                    p.agents
+                        .iter()
+                        .filter(|a| {
+                            a.status == AgentStatus::Online
+                                && a.active.is_empty()
+                                && a.shutdown_requested.is_none()
+                        })
+                        .filter(move |a| {
+                            let timeout = a.idle_timeout_ms.unwrap_or(default);
+                            // 0 means: never scale this agent down.
+                            timeout > 0 && a.last_activity_ms + timeout < now
+                        })
+                        .map(move |a| (name.clone(), a.id.clone()))
+                })
+                .collect()
+        });
+        for (project, agent) in idle {
+            let outcome = self
+                .commands
+                .execute(&system(), &project, |s| {
+                    work::decide_shutdown(s, &project, &agent, "idle-timeout", true)
+                })
+                .await;
+            if let Ok(Some(_)) = outcome {
+                tracing::info!(project, agent, "idle: asked to shut down");
+                self.push_shutdown(&project, &agent, true, "idle-timeout")
+                    .await;
+            }
+        }
+    }
+
+    /// Once an agent that Weft started has gone offline, or has not left within the grace
+    /// period after a shutdown request, the mechanism stops what it started.
+    async fn stop_what_scaled_down_agents_ran_on(&self) {
+        let grace = self.timing.scale_down_grace.as_millis() as u64;
+        let now = now_ms();
+        let done: Vec<(
+            String,
+            String,
+            projections::Target,
+            Option<u32>,
+            &'static str,
+        )> = self.commands.projection().read(|s| {
+            s.projects
+                .iter()
+                .flat_map(|(name, p)| {
+                    p.spin_ups
+                        .iter()
+                        .filter(|su| su.status == projections::SpinUpStatus::Completed)
+                        .filter_map(move |su| {
+                            let agent = p.agents.get(su.agent_id.as_deref()?)?;
+                            let reason = if agent.status == AgentStatus::Offline {
+                                "agent offline"
+                            } else if agent
+                                .shutdown_requested_at_ms
+                                .is_some_and(|t| t + grace < now)
+                            {
+                                "shutdown grace period over"
+                            } else {
+                                return None;
+                            };
+                            Some((
+                                name.clone(),
+                                su.id.clone(),
+                                p.targets.get(&su.target_id)?.clone(),
+                                su.pid,
+                                reason,
+                            ))
+                        })
+                })
+                .collect()
+        });
+        for (project, id, target, pid, reason) in done {
+            if let Err(e) = self.mechanisms.stop(&target.config, pid).await {
+                tracing::warn!(
+                    project,
+                    spin_up = id,
+                    "could not stop what the spin-up started: {e}"
+                );
+                continue;
+            }
+            let outcome = self
+                .commands
+                .execute(&system(), &project, |s| {
+                    spinup::decide_stopped(s, &project, &id, reason)
+                })
+                .await;
+            if let Ok(Some(_)) = outcome {
+                tracing::info!(
+                    project,
+                    spin_up = id,
+                    target = target.name,
+                    reason,
+                    "stopped what the spin-up started"
+                );
+            }
+        }
+    }
+
     /// Answers the agent protocol's requests until the subscription ends.
     pub async fn serve_rpc(self: Arc<Self>) -> Result<(), String> {
         let mut requests = self
@@ -400,6 +685,7 @@ impl Coordinator {
             target_id: request.target_id,
         };
         let id = request.agent_id;
+        let spin_up_id = registration.spin_up_id.clone();
         let outcome = self
             .commands
             .execute(&agent_actor(&id), project, |s| {
@@ -410,6 +696,22 @@ impl Coordinator {
             Ok(_) => {
                 self.seen(project, &id);
                 tracing::info!(project, agent = id, "agent registered");
+                if let Some(spin_up) = &spin_up_id {
+                    let now = now_ms();
+                    let linked = self
+                        .commands
+                        .execute(&system(), project, |s| {
+                            spinup::decide_completed(s, project, spin_up, &id, now)
+                        })
+                        .await;
+                    if let Err(e) = linked {
+                        tracing::warn!(
+                            project,
+                            spin_up,
+                            "agent registered, but its spin-up was not updated: {e:?}"
+                        );
+                    }
+                }
                 serde_json::to_vec(&Reply::ok(protocol::RegisterReply {
                     heartbeat_interval_ms: self.timing.heartbeat_interval.as_millis() as u64,
                 }))

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::commands::Commands;
 use crate::config::ServeConfig;
-use crate::coordinator::{Coordinator, Timing};
+use crate::coordinator::{Coordinator, CoordinatorSettings, Timing};
 use crate::embedded::EmbeddedNats;
 use crate::registry::WarpRegistry;
+use crate::spinup::SpinUpSettings;
 use crate::store::EventStore;
 use crate::work::WorkSettings;
 
@@ -83,19 +84,29 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
         _ = shutdown_signal() => return Ok(()),
     };
     let commands = Arc::new(Commands::new(store.clone(), projection));
+    let ms = Duration::from_millis;
     let coordinator = Coordinator::new(
         commands.clone(),
         client.clone(),
-        config.policy()?,
-        WorkSettings {
-            default_max_attempts: config.max_attempts,
-            retry_base_ms: config.retry_backoff_ms,
-            retry_max_ms: 60_000,
-        },
-        Timing {
-            heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
-            agent_timeout: Duration::from_millis(config.agent_timeout_ms),
-            accept_timeout: Duration::from_millis(config.accept_timeout_ms),
+        CoordinatorSettings {
+            policy: config.policy()?,
+            work: WorkSettings {
+                default_max_attempts: config.max_attempts,
+                retry_base_ms: config.retry_backoff_ms,
+                retry_max_ms: 60_000,
+            },
+            spin_up: SpinUpSettings {
+                cooldown_ms: config.spin_up_cooldown_ms,
+            },
+            timing: Timing {
+                heartbeat_interval: ms(config.heartbeat_interval_ms),
+                agent_timeout: ms(config.agent_timeout_ms),
+                accept_timeout: ms(config.accept_timeout_ms),
+                spin_up_timeout: ms(config.spin_up_timeout_ms),
+                idle_timeout: ms(config.idle_timeout_ms),
+                scale_down_grace: ms(config.scale_down_grace_ms),
+            },
+            agent_nats_url: config.agent_nats_url.clone().unwrap_or_else(|| url.clone()),
         },
     );
     let registry = Arc::new(WarpRegistry::default());
@@ -116,7 +127,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     ];
     let state = Arc::new(AppState {
         commands,
-        coordinator,
+        coordinator: coordinator.clone(),
         registry,
         store,
         client: client.clone(),
@@ -140,6 +151,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     for task in tasks {
         task.abort();
     }
+    coordinator.mechanisms.stop_owned().await;
     if let Err(e) = client.flush().await {
         tracing::warn!("could not flush NATS on exit: {e}");
     }

@@ -39,6 +39,7 @@ pub struct NewTarget {
     pub config: Value,
     pub health_check: Option<HealthCheckInput>,
     pub tags: Option<Vec<String>>,
+    pub max_agents: Option<i64>,
 }
 
 /// An update as the client sent it; absent fields stay as they are.
@@ -50,6 +51,7 @@ pub struct TargetPatch {
     pub config: Option<Value>,
     pub health_check: Option<HealthCheckInput>,
     pub tags: Option<Vec<String>>,
+    pub max_agents: Option<i64>,
 }
 
 #[derive(Default)]
@@ -117,6 +119,12 @@ fn check_list(errors: &mut Errors, field: &str, values: &[String], min: usize) -
         }
     }
     out
+}
+
+fn check_max_agents(errors: &mut Errors, value: Option<i64>) {
+    if value.is_some_and(|m| !(1..=1000).contains(&m)) {
+        errors.add("maxAgents", "must be between 1 and 1000");
+    }
 }
 
 fn check_health(errors: &mut Errors, input: &HealthCheckInput) -> HealthCheckSettings {
@@ -397,6 +405,7 @@ pub fn validate_new(target_id: String, new: NewTarget) -> Result<TargetRegistere
         .health_check
         .as_ref()
         .map(|h| check_health(&mut errors, h));
+    check_max_agents(&mut errors, new.max_agents);
     let config = match Mechanism::parse(&new.mechanism) {
         None => {
             errors.add(
@@ -427,6 +436,7 @@ pub fn validate_new(target_id: String, new: NewTarget) -> Result<TargetRegistere
             config,
             health_check,
             tags,
+            max_agents: new.max_agents.map(|m| m as u32),
             registered_by: "api".into(),
         }),
         // Every path that leaves `config` empty has recorded why.
@@ -499,6 +509,8 @@ pub fn decide_update(
     if let Some(t) = &patch.tags {
         event.tags = Some(check_list(&mut errors, "tags", t, 0));
     }
+    check_max_agents(&mut errors, patch.max_agents);
+    event.max_agents = patch.max_agents.map(|m| m as u32);
     if let Some(h) = &patch.health_check {
         // Merged with what the target has, as the original did.
         let current = target.health_check.clone();
@@ -571,6 +583,26 @@ pub fn decide_disable(
     Ok(Some(Decision {
         aggregate_id: target.id.clone(),
         event: Event::TargetDisabled(TargetDisabled { reason }),
+        expect: Expect::AggregateAt(target.version),
+    }))
+}
+
+pub fn decide_health_checked(
+    state: &State,
+    project: &str,
+    key: &str,
+    healthy: bool,
+    error: Option<String>,
+    latency_ms: u64,
+) -> Result<Option<Decision>, Rejection> {
+    let target = find(state, project, key)?;
+    Ok(Some(Decision {
+        aggregate_id: target.id.clone(),
+        event: Event::TargetHealthChecked(events::spinup::TargetHealthChecked {
+            healthy,
+            error,
+            latency_ms,
+        }),
         expect: Expect::AggregateAt(target.version),
     }))
 }

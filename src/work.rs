@@ -255,7 +255,10 @@ pub fn decide_submit(
 }
 
 /// The agent types that may take `work`, and the order in which to prefer them.
-fn type_rules(policy: &RoutingPolicy, work: &Work) -> (Option<Vec<String>>, Vec<String>, String) {
+pub(crate) fn type_rules(
+    policy: &RoutingPolicy,
+    work: &Work,
+) -> (Option<Vec<String>>, Vec<String>, String) {
     let rule = policy.rule(&work.boundary);
     let mut allowed = rule.allowed_agent_types.clone();
     let mut text = match &allowed {

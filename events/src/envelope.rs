@@ -1,5 +1,9 @@
 use serde::{Deserialize, Serialize};
 
+use crate::spinup::{
+    SpinUpCompleted, SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered,
+    TargetHealthChecked,
+};
 use crate::target::{
     TargetDisabled, TargetEnabled, TargetRegistered, TargetRemoved, TargetUpdated,
 };
@@ -16,13 +20,15 @@ pub enum AggregateKind {
     Target,
     Work,
     Agent,
+    Spinup,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 3] = [
+    pub const ALL: [AggregateKind; 4] = [
         AggregateKind::Target,
         AggregateKind::Work,
         AggregateKind::Agent,
+        AggregateKind::Spinup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +36,7 @@ impl AggregateKind {
             AggregateKind::Target => "target",
             AggregateKind::Work => "work",
             AggregateKind::Agent => "agent",
+            AggregateKind::Spinup => "spinup",
         }
     }
 
@@ -53,6 +60,18 @@ pub enum Event {
     TargetDisabled(TargetDisabled),
     #[serde(rename = "target.removed")]
     TargetRemoved(TargetRemoved),
+    #[serde(rename = "target.health-checked")]
+    TargetHealthChecked(TargetHealthChecked),
+    #[serde(rename = "spin-up.triggered")]
+    SpinUpTriggered(SpinUpTriggered),
+    #[serde(rename = "spin-up.started")]
+    SpinUpStarted(SpinUpStarted),
+    #[serde(rename = "spin-up.completed")]
+    SpinUpCompleted(SpinUpCompleted),
+    #[serde(rename = "spin-up.failed")]
+    SpinUpFailed(SpinUpFailed),
+    #[serde(rename = "spin-up.stopped")]
+    SpinUpStopped(SpinUpStopped),
     #[serde(rename = "work.submitted")]
     WorkSubmitted(WorkSubmitted),
     #[serde(rename = "work.assigned")]
@@ -87,6 +106,12 @@ impl Event {
             Event::TargetEnabled(_) => "target.enabled",
             Event::TargetDisabled(_) => "target.disabled",
             Event::TargetRemoved(_) => "target.removed",
+            Event::TargetHealthChecked(_) => "target.health-checked",
+            Event::SpinUpTriggered(_) => "spin-up.triggered",
+            Event::SpinUpStarted(_) => "spin-up.started",
+            Event::SpinUpCompleted(_) => "spin-up.completed",
+            Event::SpinUpFailed(_) => "spin-up.failed",
+            Event::SpinUpStopped(_) => "spin-up.stopped",
             Event::WorkSubmitted(_) => "work.submitted",
             Event::WorkAssigned(_) => "work.assigned",
             Event::WorkStarted(_) => "work.started",
@@ -108,7 +133,13 @@ impl Event {
             | Event::TargetUpdated(_)
             | Event::TargetEnabled(_)
             | Event::TargetDisabled(_)
-            | Event::TargetRemoved(_) => AggregateKind::Target,
+            | Event::TargetRemoved(_)
+            | Event::TargetHealthChecked(_) => AggregateKind::Target,
+            Event::SpinUpTriggered(_)
+            | Event::SpinUpStarted(_)
+            | Event::SpinUpCompleted(_)
+            | Event::SpinUpFailed(_)
+            | Event::SpinUpStopped(_) => AggregateKind::Spinup,
             Event::WorkSubmitted(_)
             | Event::WorkAssigned(_)
             | Event::WorkStarted(_)
@@ -272,6 +303,7 @@ mod tests {
                 }),
                 health_check: None,
                 tags: vec![],
+                max_agents: None,
                 registered_by: "api".into(),
             }),
         }

@@ -6,6 +6,7 @@
 //! [`SCHEMA_VERSION`] and gets an upcaster in the `migrations` crate.
 
 mod envelope;
+pub mod spinup;
 pub mod subject;
 pub mod target;
 pub mod work;

@@ -24,6 +24,9 @@ pub struct TargetRegistered {
     pub health_check: Option<HealthCheckSettings>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// How many agents it may run at once (absent: 1).
+    #[serde(default)]
+    pub max_agents: Option<u32>,
     /// How the target was registered (`api`, `cli`, `agent`, `config`), as the original
     /// reported it; who registered it is the envelope's actor.
     pub registered_by: String,
@@ -46,6 +49,8 @@ pub struct TargetUpdated {
     pub health_check: Option<HealthCheckSettings>,
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_agents: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

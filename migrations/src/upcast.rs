@@ -67,6 +67,7 @@ mod tests {
                 }),
                 health_check: None,
                 tags: vec![],
+                max_agents: None,
                 registered_by: "api".into(),
             }),
         }

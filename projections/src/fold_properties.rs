@@ -123,6 +123,7 @@ fn envelope(i: usize, project: &str, op: &Op) -> Envelope {
                     timeout_ms: 10_000,
                 }),
                 tags: vec![],
+                max_agents: None,
                 registered_by: "api".into(),
             }),
         ),

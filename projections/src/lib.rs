@@ -5,6 +5,7 @@
 //! Everything here is deterministic: ordered maps only, and every time comes from the
 //! event's envelope, never from the clock.
 
+pub mod spinups;
 pub mod targets;
 pub mod work;
 
@@ -14,6 +15,7 @@ use events::Envelope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use spinups::{SpinUp, SpinUpStatus, SpinUps};
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
 pub use work::{Agent, AgentStatus, Agents, Work, WorkItems, WorkStatus};
 
@@ -35,6 +37,7 @@ pub struct Project {
     pub targets: Targets,
     pub work: WorkItems,
     pub agents: Agents,
+    pub spin_ups: SpinUps,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,7 +62,33 @@ impl State {
         self.sequence = sequence;
         let project = self.projects.entry(envelope.project.clone()).or_default();
         match envelope.aggregate {
-            events::AggregateKind::Target => project.targets.apply(sequence, envelope),
+            events::AggregateKind::Target
+                if matches!(envelope.event, events::Event::TargetHealthChecked(_)) =>
+            {
+                spinups::apply(
+                    &mut project.targets,
+                    &mut project.spin_ups,
+                    sequence,
+                    envelope,
+                )
+            }
+            events::AggregateKind::Target => {
+                project.targets.apply(sequence, envelope);
+                if matches!(envelope.event, events::Event::TargetEnabled(_)) {
+                    // Enabled again while agents it started still run: in use, not available.
+                    spinups::refresh_status(
+                        &mut project.targets,
+                        &project.spin_ups,
+                        &envelope.aggregate_id,
+                    );
+                }
+            }
+            events::AggregateKind::Spinup => spinups::apply(
+                &mut project.targets,
+                &mut project.spin_ups,
+                sequence,
+                envelope,
+            ),
             events::AggregateKind::Work | events::AggregateKind::Agent => {
                 work::apply(&mut project.work, &mut project.agents, sequence, envelope)
             }

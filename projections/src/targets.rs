@@ -69,6 +69,8 @@ pub struct Target {
     pub last_used_at_ms: Option<u64>,
     pub use_count: u64,
     pub tags: Vec<String>,
+    /// How many agents it may run at once.
+    pub max_agents: u32,
     /// Stream sequence of the target's last event: the expected sequence for its next one.
     pub version: u64,
 }
@@ -116,7 +118,8 @@ impl Targets {
         self.by_registration.is_empty()
     }
 
-    fn get_mut(&mut self, id: &str) -> Option<&mut Target> {
+    /// Also for folds of other aggregates that change a target (spin-ups, health checks).
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Target> {
         let seq = self.ids.get(id)?;
         self.by_registration.get_mut(seq)
     }
@@ -159,6 +162,7 @@ impl Targets {
                         last_used_at_ms: None,
                         use_count: 0,
                         tags: e.tags.clone(),
+                        max_agents: e.max_agents.unwrap_or(1),
                         version: sequence,
                     },
                 );
@@ -182,6 +186,9 @@ impl Targets {
                 }
                 if let Some(v) = &e.tags {
                     t.tags = v.clone();
+                }
+                if let Some(v) = e.max_agents {
+                    t.max_agents = v;
                 }
                 t.updated_at_ms = time;
                 t.version = sequence;

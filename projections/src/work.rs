@@ -138,6 +138,7 @@ pub struct Agent {
     /// Work items it holds a lease on.
     pub active: BTreeSet<String>,
     pub shutdown_requested: Option<String>,
+    pub shutdown_requested_at_ms: Option<u64>,
     pub registered_at_ms: u64,
     /// Last time it received or finished work (idle detection starts here).
     pub last_activity_ms: u64,
@@ -471,6 +472,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     offline_reason: None,
                     active: BTreeSet::new(),
                     shutdown_requested: None,
+                    shutdown_requested_at_ms: None,
                     registered_at_ms: time,
                     last_activity_ms: time,
                     completed_count: 0,
@@ -491,6 +493,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             agent.status = AgentStatus::Online;
             agent.offline_reason = None;
             agent.shutdown_requested = None;
+            agent.shutdown_requested_at_ms = None;
             agent.last_activity_ms = time;
             agent.version = sequence;
         }
@@ -518,13 +521,11 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
         Event::AgentShutdownRequested(e) => {
             if let Some(agent) = agents.agents.get_mut(id) {
                 agent.shutdown_requested = Some(e.reason.clone());
+                agent.shutdown_requested_at_ms = Some(time);
                 agent.version = sequence;
             }
         }
-        Event::TargetRegistered(_)
-        | Event::TargetUpdated(_)
-        | Event::TargetEnabled(_)
-        | Event::TargetDisabled(_)
-        | Event::TargetRemoved(_) => {}
+        // Only work and agent events are routed here (by aggregate kind).
+        _ => {}
     }
 }

@@ -100,6 +100,8 @@ pub struct TargetView {
     pub last_used_at: Option<String>,
     pub use_count: u64,
     pub tags: Vec<String>,
+    /// How many agents it may run at once.
+    pub max_agents: u32,
     pub project_id: String,
 }
 
@@ -138,6 +140,7 @@ impl TargetView {
             last_used_at: t.last_used_at_ms.map(rfc3339),
             use_count: t.use_count,
             tags: t.tags.clone(),
+            max_agents: t.max_agents,
             project_id: project.to_string(),
         }
     }
@@ -180,6 +183,8 @@ pub struct TargetRegisterRequest {
     pub config: serde_json::Value,
     pub health_check: Option<HealthCheckRequest>,
     pub tags: Option<Vec<String>>,
+    /// How many agents it may run at once (default 1).
+    pub max_agents: Option<i64>,
     /// The project (default `LOOMINAL_PROJECT_ID`).
     pub project_id: Option<String>,
 }
@@ -195,6 +200,7 @@ pub struct TargetUpdateRequest {
     pub config: Option<serde_json::Value>,
     pub health_check: Option<HealthCheckRequest>,
     pub tags: Option<Vec<String>>,
+    pub max_agents: Option<i64>,
     pub project_id: Option<String>,
 }
 
@@ -248,6 +254,33 @@ pub struct DisableBatchResponse {
     pub outcome: BatchOutcome,
     pub disabled_targets: Vec<String>,
     pub already_disabled: Vec<String>,
+}
+
+/// The result of a health check (the original answered `{healthy, latencyMs}`).
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct HealthCheckResult {
+    pub target_id: String,
+    pub healthy: bool,
+    pub latency_ms: u64,
+    pub timestamp: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<String>,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct SpinUpResponse {
+    /// The spin-up's id.
+    pub operation_id: String,
+    pub target_name: String,
+    /// started (waiting for the agent to register) or failed.
+    pub status: String,
+    pub success: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -427,6 +460,7 @@ impl TargetsApi {
                 config: body.config,
                 health_check: body.health_check.map(Into::into),
                 tags: body.tags,
+                max_agents: body.max_agents,
             },
         )?;
         app.commands
@@ -482,6 +516,7 @@ impl TargetsApi {
             config: body.config,
             health_check: body.health_check.map(Into::into),
             tags: body.tags,
+            max_agents: body.max_agents,
         };
         let recorded = app
             .commands
@@ -570,6 +605,90 @@ impl TargetsApi {
             &key,
             format!("Target {} disabled", id.0),
         )))
+    }
+
+    /// Check that the target can start agents (for `local`: the program exists and may run).
+    /// The result is recorded as a `target.health-checked` event; unhealthy targets are not
+    /// used for spin-ups.
+    #[oai(path = "/api/targets/:id/test", method = "post")]
+    async fn test(
+        &self,
+        app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
+        id: Path<String>,
+        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+    ) -> Result<Json<HealthCheckResult>, ApiError> {
+        let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let config = app
+            .commands
+            .projection()
+            .read(|s| {
+                s.project(&project)
+                    .and_then(|p| p.targets.get(&view.id))
+                    .map(|t| t.config.clone())
+            })
+            .ok_or_else(|| {
+                ApiError::not_found(format!("Target with ID or name {} not found", id.0))
+            })?;
+        let started = std::time::Instant::now();
+        let outcome = app.coordinator.mechanisms.check(&config).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let error = outcome.err();
+        app.commands
+            .execute(&actor.context(), &project, |s| {
+                targets::decide_health_checked(
+                    s,
+                    &project,
+                    &view.id,
+                    error.is_none(),
+                    error.clone(),
+                    latency_ms,
+                )
+            })
+            .await?;
+        Ok(Json(HealthCheckResult {
+            target_id: view.id,
+            healthy: error.is_none(),
+            latency_ms,
+            timestamp: rfc3339(crate::time::now_ms()),
+            error,
+        }))
+    }
+
+    /// Start an agent on this target now. Answers once the mechanism has answered; the
+    /// agent's registration follows (see the spin-up's events).
+    #[oai(path = "/api/targets/:id/spin-up", method = "post")]
+    async fn spin_up(
+        &self,
+        app: Data<&Arc<AppState>>,
+        id: Path<String>,
+        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+    ) -> Result<Json<SpinUpResponse>, ApiError> {
+        let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let operation = app
+            .coordinator
+            .trigger(&project, &view.id, "manual", None)
+            .await?
+            .ok_or_else(|| ApiError::unavailable("the spin-up was not recorded; retry"))?;
+        let spin_up = app
+            .commands
+            .projection()
+            .read(|s| {
+                s.project(&project)
+                    .and_then(|p| p.spin_ups.get(&operation))
+                    .cloned()
+            })
+            .ok_or_else(|| {
+                ApiError::unavailable("recorded, but not yet visible; retry the read")
+            })?;
+        Ok(Json(SpinUpResponse {
+            operation_id: operation,
+            target_name: view.name,
+            status: spin_up.status.as_str().into(),
+            success: spin_up.status != projections::SpinUpStatus::Failed,
+            detail: spin_up.detail,
+            error: spin_up.error,
+        }))
     }
 
     /// Disable several targets, by ids/names or by a filter.
