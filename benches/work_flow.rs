@@ -133,6 +133,7 @@ async fn main() {
         .spawn()
         .expect("weft serve");
     let base = format!("http://127.0.0.1:{port}");
+    weft::mechanism::install_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http

@@ -380,12 +380,9 @@ impl Coordinator {
         let found = self.commands.projection().read(|s| {
             let p = s.project(project)?;
             let spin_up = p.spin_ups.get(id)?;
-            Some((
-                p.targets.get(&spin_up.target_id)?.clone(),
-                spin_up.work_id.clone(),
-            ))
+            Some((p.targets.get(&spin_up.target_id)?.clone(), spin_up.clone()))
         });
-        let Some((target, work_id)) = found else {
+        let Some((target, spin_up)) = found else {
             return;
         };
         let launch = Launch {
@@ -393,7 +390,9 @@ impl Coordinator {
             target: &target,
             project,
             nats_url: &self.agent_nats_url,
-            work_id: work_id.as_deref(),
+            work_id: spin_up.work_id.as_deref(),
+            capability: spin_up.capability.as_deref(),
+            boundary: spin_up.boundary.as_deref(),
         };
         let outcome = match self.mechanisms.start(&launch).await {
             Ok(started) => {

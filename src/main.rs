@@ -83,6 +83,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    weft::mechanism::install_crypto_provider();
     match cli.command {
         Command::Openapi => {
             print!("{}", weft::api::spec_yaml());

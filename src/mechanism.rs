@@ -7,8 +7,10 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use events::target::{LocalConfig, MechanismConfig};
+use events::target::{GithubActionsConfig, LocalConfig, MechanismConfig, WebhookConfig};
+use hmac::{Hmac, Mac};
 use projections::Target;
+use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// What an agent started for a spin-up is told (as environment variables), so that it
@@ -19,6 +21,8 @@ pub struct Launch<'a> {
     pub project: &'a str,
     pub nats_url: &'a str,
     pub work_id: Option<&'a str>,
+    pub capability: Option<&'a str>,
+    pub boundary: Option<&'a str>,
 }
 
 pub struct Started {
@@ -27,14 +31,70 @@ pub struct Started {
 }
 
 /// Processes Weft owns (local targets with `detached: false`): stopped when Weft stops.
-#[derive(Default)]
 pub struct Mechanisms {
     owned: Mutex<HashSet<u32>>,
+    http: reqwest::Client,
+}
+
+impl Default for Mechanisms {
+    fn default() -> Self {
+        install_crypto_provider();
+        Mechanisms {
+            owned: Mutex::default(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// Installs the one TLS crypto provider Weft uses (ring); reqwest clients cannot be built
+/// before. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Reads a secret from the environment variable a target names.
+fn secret(var: &str, what: &str) -> Result<String, String> {
+    std::env::var(var)
+        .map_err(|_| format!("environment variable {var} ({what}) is not set on Weft's machine"))
+}
+
+/// Escapes `value` for use inside a JSON string, so templates stay valid JSON.
+fn json_escaped(value: &str) -> String {
+    let quoted = serde_json::Value::from(value).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+pub fn render_template(template: &str, launch: &Launch<'_>) -> String {
+    let work = launch.work_id.unwrap_or_default();
+    [
+        ("{{spinUpId}}", launch.spin_up_id),
+        ("{{workItemId}}", work),
+        ("{{capability}}", launch.capability.unwrap_or_default()),
+        ("{{boundary}}", launch.boundary.unwrap_or_default()),
+        ("{{targetName}}", launch.target.name.as_str()),
+        ("{{targetId}}", launch.target.id.as_str()),
+        ("{{projectId}}", launch.project),
+        ("{{natsUrl}}", launch.nats_url),
+    ]
+    .iter()
+    .fold(template.to_string(), |body, (placeholder, value)| {
+        body.replace(placeholder, &json_escaped(value))
+    })
+}
+
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("cannot connect: {e}")
+    } else {
+        e.to_string()
+    }
 }
 
 fn unavailable(config: &MechanismConfig) -> String {
     format!(
-        "the {} mechanism is not available in this build of weft (only local is)",
+                "the {} mechanism is not available in this build of weft (local, webhook and github-actions are)",
         config.mechanism().as_str()
     )
 }
@@ -43,6 +103,8 @@ impl Mechanisms {
     pub async fn start(&self, launch: &Launch<'_>) -> Result<Started, String> {
         match &launch.target.config {
             MechanismConfig::Local(c) => self.start_local(c, launch).await,
+            MechanismConfig::Webhook(c) => self.start_webhook(c, launch).await,
+            MechanismConfig::GithubActions(c) => self.start_github(c, launch).await,
             other => Err(unavailable(other)),
         }
     }
@@ -50,6 +112,8 @@ impl Mechanisms {
     pub async fn check(&self, config: &MechanismConfig) -> Result<(), String> {
         match config {
             MechanismConfig::Local(c) => check_local(c),
+            MechanismConfig::Webhook(c) => self.check_webhook(c).await,
+            MechanismConfig::GithubActions(c) => self.check_github(c).await,
             other => Err(unavailable(other)),
         }
     }
@@ -66,6 +130,8 @@ impl Mechanisms {
                 Ok(())
             }
             (MechanismConfig::Local(_), None) => Ok(()),
+            // What a webhook or a workflow run started ends when its agent leaves.
+            (MechanismConfig::Webhook(_) | MechanismConfig::GithubActions(_), _) => Ok(()),
             (other, _) => Err(unavailable(other)),
         }
     }
@@ -80,6 +146,191 @@ impl Mechanisms {
             .collect();
         for pid in owned {
             stop_group(pid).await;
+        }
+    }
+
+    async fn start_webhook(
+        &self,
+        c: &WebhookConfig,
+        launch: &Launch<'_>,
+    ) -> Result<Started, String> {
+        let method = reqwest::Method::from_bytes(
+            c.method
+                .as_deref()
+                .unwrap_or("POST")
+                .to_ascii_uppercase()
+                .as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+        let body = match &c.body_template {
+            Some(template) => render_template(template, launch),
+            None => serde_json::json!({
+                "spinUpId": launch.spin_up_id,
+                "targetId": launch.target.id,
+                "targetName": launch.target.name,
+                "projectId": launch.project,
+                "workItemId": launch.work_id,
+                "capability": launch.capability,
+                "boundary": launch.boundary,
+                "natsUrl": launch.nats_url,
+            })
+            .to_string(),
+        };
+        let mut request = self
+            .http
+            .request(method, &c.url)
+            .timeout(Duration::from_millis(c.timeout_ms.unwrap_or(30_000)))
+            .header("content-type", "application/json")
+            .header("x-weft-spin-up-id", launch.spin_up_id);
+        for (name, value) in &c.headers {
+            request = request.header(name, value);
+        }
+        for (name, var) in &c.secret_headers {
+            request = request.header(name, secret(var, &format!("header {name}"))?);
+        }
+        if let Some(var) = &c.hmac_secret_env_var {
+            let key = secret(var, "HMAC signing secret")?;
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+            mac.update(body.as_bytes());
+            request = request.header(
+                "x-weft-signature",
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            );
+        }
+        let response = request.body(body).send().await.map_err(describe)?;
+        let status = response.status().as_u16();
+        let accepted = if c.success_codes.is_empty() {
+            [200, 201, 202, 204].contains(&status)
+        } else {
+            c.success_codes.contains(&status)
+        };
+        if accepted {
+            Ok(Started {
+                detail: format!("HTTP {status} from {}", c.url),
+                pid: None,
+            })
+        } else {
+            let text: String = response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(300)
+                .collect();
+            Err(format!("webhook answered HTTP {status}: {text}"))
+        }
+    }
+
+    /// Reachable: any HTTP answer below 500 to a HEAD request.
+    async fn check_webhook(&self, c: &WebhookConfig) -> Result<(), String> {
+        let response = self
+            .http
+            .head(&c.url)
+            .timeout(Duration::from_millis(c.timeout_ms.unwrap_or(10_000)))
+            .send()
+            .await
+            .map_err(describe)?;
+        if response.status().is_server_error() {
+            return Err(format!(
+                "webhook answered HTTP {}",
+                response.status().as_u16()
+            ));
+        }
+        Ok(())
+    }
+
+    fn github_request(
+        &self,
+        c: &GithubActionsConfig,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let token = secret(
+            c.token_env_var.as_deref().unwrap_or("GITHUB_TOKEN"),
+            "GitHub token",
+        )?;
+        let base = c
+            .api_base_url
+            .as_deref()
+            .unwrap_or("https://api.github.com")
+            .trim_end_matches('/');
+        let url = format!(
+            "{base}/repos/{}/actions/workflows/{}{path}",
+            c.repo, c.workflow
+        );
+        Ok(self
+            .http
+            .request(method, url)
+            .timeout(Duration::from_millis(c.start_timeout_ms.unwrap_or(10_000)))
+            .bearer_auth(token)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .header("user-agent", "weft"))
+    }
+
+    /// `workflow_dispatch` with the spin-up's id, work item and capability as inputs
+    /// (the workflow must declare `spinUpId`, `workItemId`, `capability`, `natsUrl`, `projectId`).
+    async fn start_github(
+        &self,
+        c: &GithubActionsConfig,
+        launch: &Launch<'_>,
+    ) -> Result<Started, String> {
+        let mut inputs: serde_json::Map<String, serde_json::Value> = c
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        inputs.insert("spinUpId".into(), launch.spin_up_id.into());
+        inputs.insert(
+            "workItemId".into(),
+            launch.work_id.unwrap_or_default().into(),
+        );
+        inputs.insert(
+            "capability".into(),
+            launch.capability.unwrap_or_default().into(),
+        );
+        inputs.insert("natsUrl".into(), launch.nats_url.into());
+        inputs.insert("projectId".into(), launch.project.into());
+        let body =
+            serde_json::json!({"ref": c.git_ref.as_deref().unwrap_or("main"), "inputs": inputs});
+        let response = self
+            .github_request(c, reqwest::Method::POST, "/dispatches")?
+            .json(&body)
+            .send()
+            .await
+            .map_err(describe)?;
+        match response.status().as_u16() {
+            204 | 200 | 201 => Ok(Started {
+                detail: format!("workflow {} dispatched on {}", c.workflow, c.repo),
+                pid: None,
+            }),
+            status => {
+                let text: String = response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
+                Err(format!("GitHub answered HTTP {status}: {text}"))
+            }
+        }
+    }
+
+    /// The workflow exists and the token may see it.
+    async fn check_github(&self, c: &GithubActionsConfig) -> Result<(), String> {
+        let response = self
+            .github_request(c, reqwest::Method::GET, "")?
+            .send()
+            .await
+            .map_err(describe)?;
+        match response.status().as_u16() {
+            200 => Ok(()),
+            status => Err(format!(
+                "GitHub answered HTTP {status} for workflow {} of {}",
+                c.workflow, c.repo
+            )),
         }
     }
 

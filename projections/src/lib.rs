@@ -61,6 +61,11 @@ impl State {
         }
         self.sequence = sequence;
         let project = self.projects.entry(envelope.project.clone()).or_default();
+        if envelope.aggregate == events::AggregateKind::Target {
+            // Every event on a target's subject moves the scope that registrations expect,
+            // whichever fold handles it.
+            project.targets.last_sequence = sequence;
+        }
         match envelope.aggregate {
             events::AggregateKind::Target
                 if matches!(envelope.event, events::Event::TargetHealthChecked(_)) =>

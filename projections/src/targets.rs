@@ -128,7 +128,6 @@ impl Targets {
     /// removed target) are ignored rather than trusted: the decisions that write events
     /// never produce them, and replay must not fail on history.
     pub(crate) fn apply(&mut self, sequence: u64, envelope: &Envelope) {
-        self.last_sequence = sequence;
         let time = envelope.time_ms;
         let id = envelope.aggregate_id.as_str();
         match &envelope.event {

@@ -251,3 +251,45 @@ fn enabling_and_disabling_are_idempotent() {
         Err(Rejection::NotFound(_))
     ));
 }
+
+#[test]
+fn every_event_on_a_target_moves_the_scope_registrations_expect() {
+    let r = validate_new(
+        "t1".into(),
+        new_target("box", "local", json!({"command":"x"})),
+    )
+    .unwrap();
+    let mut state = state_with(&r, "p");
+    // A health check is folded by another fold, but it is on the target's subject too.
+    let checked = decide_health_checked(&state, "p", "box", true, None, 3)
+        .unwrap()
+        .unwrap();
+    state.apply(
+        2,
+        &events::Envelope {
+            id: "e2".into(),
+            project: "p".into(),
+            aggregate: AggregateKind::Target,
+            aggregate_id: checked.aggregate_id,
+            schema_version: 1,
+            time_ms: 2,
+            actor: "t".into(),
+            correlation_id: None,
+            causation_id: None,
+            event: checked.event,
+        },
+    );
+    let next = validate_new(
+        "t2".into(),
+        new_target("other", "local", json!({"command":"x"})),
+    )
+    .unwrap();
+    let d = decide_register(&state, "p", &next).unwrap().unwrap();
+    assert_eq!(
+        d.expect,
+        Expect::ScopeAt {
+            filter: "weft.ev.p.target.*".into(),
+            sequence: 2
+        }
+    );
+}

@@ -234,6 +234,7 @@ mod reqwest {
 }
 
 pub fn client() -> ::reqwest::Client {
+    weft::mechanism::install_crypto_provider();
     ::reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -304,6 +305,27 @@ impl AgentProcess {
         max: u32,
         command: &str,
     ) -> Self {
+        Self::start_with(
+            nats,
+            agent_type,
+            capabilities,
+            boundaries,
+            max,
+            command,
+            &[],
+        )
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with(
+        nats: &NatsServer,
+        agent_type: &str,
+        capabilities: &str,
+        boundaries: &str,
+        max: u32,
+        command: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("agent.log");
@@ -318,6 +340,7 @@ impl AgentProcess {
             .env("AGENT_MAX_CONCURRENT_TASKS", max.to_string())
             .env("AGENT_COMMAND", command)
             .env("LOG_LEVEL", "info")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .spawn()
