@@ -57,6 +57,8 @@ pub struct Coordinator {
     /// Last heartbeat per (project, agent). High-churn, so kept out of the log: only its
     /// consequence (`agent.offline`) is recorded.
     last_seen: Mutex<HashMap<(String, String), (Instant, u64)>>,
+    /// Targets whose periodic health check is running now.
+    checking: Mutex<std::collections::HashSet<String>>,
     started: Instant,
 }
 
@@ -107,6 +109,7 @@ impl Coordinator {
             timing: settings.timing,
             agent_nats_url: settings.agent_nats_url,
             mechanisms: Mechanisms::default(),
+            checking: Mutex::default(),
             last_seen: Mutex::new(HashMap::new()),
             started: Instant::now(),
         })
@@ -174,6 +177,7 @@ impl Coordinator {
             self.time_out_spin_ups().await;
             self.scale_down_idle_agents().await;
             self.stop_what_scaled_down_agents_ran_on().await;
+            self.clone().check_due_targets();
             let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed()).await;
         }
     }
@@ -576,6 +580,74 @@ impl Coordinator {
                     "stopped what the spin-up started"
                 );
             }
+        }
+    }
+
+    /// Targets with `healthCheck.enabled` are checked every `intervalMs`, each in its own
+    /// task (a slow check never holds up assignments), never twice at once.
+    fn check_due_targets(self: Arc<Self>) {
+        let now = now_ms();
+        let due: Vec<(String, String, events::target::MechanismConfig, u64)> =
+            self.commands.projection().read(|s| {
+                s.projects
+                    .iter()
+                    .flat_map(|(name, p)| {
+                        p.targets
+                            .iter()
+                            .filter_map(|t| {
+                                Some((t, t.health_check.as_ref().filter(|h| h.enabled)?))
+                            })
+                            .filter(move |(t, h)| {
+                                t.last_health_check_ms
+                                    .is_none_or(|last| last + h.interval_ms <= now)
+                            })
+                            .map(move |(t, h)| {
+                                (name.clone(), t.id.clone(), t.config.clone(), h.timeout_ms)
+                            })
+                    })
+                    .collect()
+            });
+        for (project, target, config, timeout_ms) in due {
+            if !self
+                .checking
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(target.clone())
+            {
+                continue;
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(
+                    Duration::from_millis(timeout_ms),
+                    this.mechanisms.check(&config),
+                )
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {timeout_ms} ms")));
+                let latency = started.elapsed().as_millis() as u64;
+                let error = outcome.err();
+                let recorded = this
+                    .commands
+                    .execute(&system(), &project, |s| {
+                        crate::targets::decide_health_checked(
+                            s,
+                            &project,
+                            &target,
+                            error.is_none(),
+                            error.clone(),
+                            latency,
+                        )
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::debug!(project, target, "health check not recorded: {e:?}");
+                }
+                this.checking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&target);
+            });
         }
     }
 

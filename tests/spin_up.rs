@@ -354,3 +354,34 @@ async fn an_in_flight_spin_up_survives_kill_9_and_is_resolved() {
         || !alive(pid),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_health_checks_keep_unhealthy_targets_out_of_use() {
+    let nats = NatsServer::start();
+    let weft = Weft::start(&fast_env(&nats));
+    let http = client();
+    let mut sick = local_target("sick", "no-such-agent-program");
+    sick["healthCheck"] = json!({"enabled": true, "intervalMs": 1000, "timeoutMs": 500});
+    let (status, created) = call(http.post(weft.url("/api/targets")).json(&sick)).await;
+    assert_eq!(status, 201, "{created}");
+    poll_until(&weft, "/api/targets/sick", Duration::from_secs(10), |t| {
+        t["healthStatus"] == "unhealthy"
+    })
+    .await;
+    poll_until(
+        &weft,
+        "/api/events?type=target.health-checked",
+        Duration::from_secs(10),
+        |b| b["count"].as_u64().is_some_and(|n| n >= 2),
+    )
+    .await;
+    // Unhealthy: pending work does not start anything there.
+    call(
+        http.post(weft.url("/api/work"))
+            .json(&submit_body("x", "rust", "personal", 5)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, triggered) = call(http.get(weft.url("/api/events?type=spin-up.triggered"))).await;
+    assert_eq!(triggered["count"], 0);
+}
