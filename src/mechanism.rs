@@ -7,7 +7,9 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use events::target::{GithubActionsConfig, LocalConfig, MechanismConfig, WebhookConfig};
+use std::sync::Arc;
+
+use events::target::{GithubActionsConfig, LocalConfig, MechanismConfig, SshConfig, WebhookConfig};
 use hmac::{Hmac, Mac};
 use projections::Target;
 use sha2::Sha256;
@@ -94,7 +96,7 @@ fn describe(e: reqwest::Error) -> String {
 
 fn unavailable(config: &MechanismConfig) -> String {
     format!(
-                "the {} mechanism is not available in this build of weft (local, webhook and github-actions are)",
+                        "the {} mechanism is not available in this build of weft (local, ssh, webhook and github-actions are)",
         config.mechanism().as_str()
     )
 }
@@ -105,6 +107,7 @@ impl Mechanisms {
             MechanismConfig::Local(c) => self.start_local(c, launch).await,
             MechanismConfig::Webhook(c) => self.start_webhook(c, launch).await,
             MechanismConfig::GithubActions(c) => self.start_github(c, launch).await,
+            MechanismConfig::Ssh(c) => start_ssh(c, launch).await,
             other => Err(unavailable(other)),
         }
     }
@@ -114,6 +117,7 @@ impl Mechanisms {
             MechanismConfig::Local(c) => check_local(c),
             MechanismConfig::Webhook(c) => self.check_webhook(c).await,
             MechanismConfig::GithubActions(c) => self.check_github(c).await,
+            MechanismConfig::Ssh(c) => run_ssh(c, "true").await.map(|_| ()),
             other => Err(unavailable(other)),
         }
     }
@@ -130,6 +134,13 @@ impl Mechanisms {
                 Ok(())
             }
             (MechanismConfig::Local(_), None) => Ok(()),
+            // The remote process group, started with setsid.
+            (MechanismConfig::Ssh(c), Some(pid)) => {
+                run_ssh(c, &format!("kill -TERM -- -{pid} 2>/dev/null; true"))
+                    .await
+                    .map(|_| ())
+            }
+            (MechanismConfig::Ssh(_), None) => Ok(()),
             // What a webhook or a workflow run started ends when its agent leaves.
             (MechanismConfig::Webhook(_) | MechanismConfig::GithubActions(_), _) => Ok(()),
             (other, _) => Err(unavailable(other)),
@@ -450,6 +461,209 @@ fn check_local(c: &LocalConfig) -> Result<(), String> {
     } else {
         Err(format!("{program} is not an executable on this machine"))
     }
+}
+
+/// Accepts the server's host key only if it is the pinned one (`hostKey`), or is listed
+/// in `knownHostsPath` (default `~/.ssh/known_hosts`).
+struct HostKeyPolicy {
+    host: String,
+    port: u16,
+    pinned: Option<russh::keys::PublicKey>,
+    known_hosts: Option<String>,
+    rejected: Arc<Mutex<Option<String>>>,
+}
+
+impl russh::client::Handler for HostKeyPolicy {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
+            *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some("host certificates are not supported".into());
+            return Ok(false);
+        };
+        let trusted = match (&self.pinned, &self.known_hosts) {
+            (Some(pinned), _) => pinned.key_data() == key.key_data(),
+            (None, Some(path)) => {
+                russh::keys::check_known_hosts_path(&self.host, self.port, key, path)
+                    .unwrap_or(false)
+            }
+            (None, None) => {
+                russh::keys::check_known_hosts(&self.host, self.port, key).unwrap_or(false)
+            }
+        };
+        if !trusted {
+            *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "the host key of {}:{} is not trusted: pin it with hostKey or add it to known_hosts",
+                self.host, self.port
+            ));
+        }
+        Ok(trusted)
+    }
+}
+
+/// Connects and authenticates (with `privateKeyPath`, or the ssh agent), then runs
+/// `command`; returns its stdout if it exits 0.
+async fn run_ssh(c: &SshConfig, command: &str) -> Result<String, String> {
+    let port = c.port.unwrap_or(22);
+    let pinned = c
+        .host_key
+        .as_deref()
+        .map(|k| {
+            russh::keys::PublicKey::from_openssh(k.trim())
+                .map_err(|e| format!("hostKey is not an OpenSSH public key: {e}"))
+        })
+        .transpose()?;
+    let rejected = Arc::new(Mutex::new(None));
+    let policy = HostKeyPolicy {
+        host: c.host.clone(),
+        port,
+        pinned,
+        known_hosts: c.known_hosts_path.clone(),
+        rejected: rejected.clone(),
+    };
+    let config = Arc::new(russh::client::Config {
+        inactivity_timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    });
+    let timeout = Duration::from_millis(c.connection_timeout_ms.unwrap_or(30_000));
+    let connect = russh::client::connect(config, (c.host.as_str(), port), policy);
+    let mut session = match tokio::time::timeout(timeout, connect).await {
+        Err(_) => {
+            return Err(format!(
+                "ssh: no connection to {}:{port} within {timeout:?}",
+                c.host
+            ))
+        }
+        Ok(Err(e)) => {
+            let why = rejected.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(
+                why.unwrap_or_else(|| format!("ssh: cannot connect to {}:{port}: {e}", c.host))
+            );
+        }
+        Ok(Ok(session)) => session,
+    };
+    let authenticated = match &c.private_key_path {
+        Some(path) => {
+            let key = russh::keys::load_secret_key(path, None)
+                .map_err(|e| format!("ssh: cannot read the key {path}: {e}"))?;
+            let hash = session
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| e.to_string())?
+                .flatten();
+            session
+                .authenticate_publickey(
+                    &c.user,
+                    russh::keys::PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
+                .await
+                .map_err(|e| format!("ssh: authentication failed: {e}"))?
+                .success()
+        }
+        None => {
+            let mut agent = russh::keys::agent::client::AgentClient::connect_env()
+                .await
+                .map_err(|e| format!("ssh: no privateKeyPath and no ssh agent ({e})"))?;
+            let identities = agent
+                .request_identities()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ok = false;
+            for identity in identities {
+                if let russh::keys::agent::AgentIdentity::PublicKey { key, .. } = identity {
+                    let result = session
+                        .authenticate_publickey_with(&c.user, key, None, &mut agent)
+                        .await;
+                    if result.is_ok_and(|r| r.success()) {
+                        ok = true;
+                        break;
+                    }
+                }
+            }
+            ok
+        }
+    };
+    if !authenticated {
+        return Err(format!(
+            "ssh: authentication as {} on {}:{port} was refused",
+            c.user, c.host
+        ));
+    }
+    let mut channel = session
+        .channel_open_session()
+        .await
+        .map_err(|e| format!("ssh: {e}"))?;
+    channel
+        .exec(true, command)
+        .await
+        .map_err(|e| format!("ssh: {e}"))?;
+    let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+    while let Some(message) = channel.wait().await {
+        match message {
+            russh::ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+            russh::ChannelMsg::ExtendedData { data, .. } => stderr.extend_from_slice(&data),
+            russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            _ => {}
+        }
+    }
+    let _ = session
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    match status {
+        Some(0) => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+        other => Err(format!(
+            "ssh: the command exited with {}: {}",
+            other.map_or("no status".to_string(), |s| s.to_string()),
+            String::from_utf8_lossy(&stderr).trim()
+        )),
+    }
+}
+
+/// Starts the command in the background, in a session of its own (so a long-running
+/// agent does not hold the ssh session), and reports its process group.
+async fn start_ssh(c: &SshConfig, launch: &Launch<'_>) -> Result<Started, String> {
+    let target = launch.target;
+    let mut env: Vec<(String, String)> = vec![
+        ("AGENT_TYPE".into(), target.agent_type.clone()),
+        ("AGENT_CAPABILITIES".into(), target.capabilities.join(",")),
+        ("AGENT_BOUNDARIES".into(), target.boundaries.join(",")),
+    ];
+    env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend([
+        ("WEFT_SPINUP_ID".into(), launch.spin_up_id.to_string()),
+        ("WEFT_TARGET_ID".into(), target.id.clone()),
+        (
+            "WEFT_WORK_ID".into(),
+            launch.work_id.unwrap_or_default().to_string(),
+        ),
+        ("NATS_URL".into(), launch.nats_url.to_string()),
+        ("LOOMINAL_PROJECT_ID".into(), launch.project.to_string()),
+    ]);
+    let quote = crate::agent::shell_quote;
+    let exports: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("export {k}={};", quote(v)))
+        .collect();
+    let cd = c
+        .working_directory
+        .as_deref()
+        .map(|d| format!("cd {} &&", quote(d)))
+        .unwrap_or_default();
+    let script = format!(
+        "{cd} {} setsid nohup sh -c {} </dev/null >/dev/null 2>&1 & echo $!",
+        exports.join(" "),
+        quote(&c.command)
+    );
+    let out = run_ssh(c, &script).await?;
+    let pid = out.trim().parse::<u32>().ok();
+    Ok(Started {
+        detail: format!("started on {} (pid {})", c.host, out.trim()),
+        pid,
+    })
 }
 
 async fn stop_group(pid: u32) {
