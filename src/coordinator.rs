@@ -437,7 +437,7 @@ impl Coordinator {
     async fn time_out_spin_ups(&self) {
         let limit = self.timing.spin_up_timeout.as_millis() as u64;
         let now = now_ms();
-        let overdue: Vec<(String, String, projections::Target, Option<u32>)> =
+        let overdue: Vec<(String, String, projections::Target, projections::SpinUp)> =
             self.commands.projection().read(|s| {
                 s.projects
                     .iter()
@@ -452,13 +452,13 @@ impl Coordinator {
                                     name.clone(),
                                     su.id.clone(),
                                     p.targets.get(&su.target_id)?.clone(),
-                                    su.pid,
+                                    su.clone(),
                                 ))
                             })
                     })
                     .collect()
             });
-        for (project, id, target, pid) in overdue {
+        for (project, id, target, spin_up) in overdue {
             let error = format!("no agent registered within {} s", limit / 1000);
             let outcome = self
                 .commands
@@ -468,7 +468,7 @@ impl Coordinator {
                 .await;
             if let Ok(Some(_)) = outcome {
                 tracing::warn!(project, spin_up = id, target = target.name, "{error}");
-                if let Err(e) = self.mechanisms.stop(&target.config, pid).await {
+                if let Err(e) = self.mechanisms.stop(&target, &spin_up).await {
                     tracing::warn!(spin_up = id, "could not stop what the spin-up started: {e}");
                 }
             }
@@ -524,7 +524,7 @@ impl Coordinator {
             String,
             String,
             projections::Target,
-            Option<u32>,
+            projections::SpinUp,
             &'static str,
         )> = self.commands.projection().read(|s| {
             s.projects
@@ -549,15 +549,15 @@ impl Coordinator {
                                 name.clone(),
                                 su.id.clone(),
                                 p.targets.get(&su.target_id)?.clone(),
-                                su.pid,
+                                su.clone(),
                                 reason,
                             ))
                         })
                 })
                 .collect()
         });
-        for (project, id, target, pid, reason) in done {
-            if let Err(e) = self.mechanisms.stop(&target.config, pid).await {
+        for (project, id, target, spin_up, reason) in done {
+            if let Err(e) = self.mechanisms.stop(&target, &spin_up).await {
                 tracing::warn!(
                     project,
                     spin_up = id,

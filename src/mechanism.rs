@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use events::target::{GithubActionsConfig, LocalConfig, MechanismConfig, SshConfig, WebhookConfig};
+use events::target::{
+    GithubActionsConfig, KubernetesConfig, LocalConfig, MechanismConfig, SshConfig, WebhookConfig,
+};
 use hmac::{Hmac, Mac};
+use k8s_openapi::api::batch::v1::Job;
 use projections::Target;
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -94,13 +97,6 @@ fn describe(e: reqwest::Error) -> String {
     }
 }
 
-fn unavailable(config: &MechanismConfig) -> String {
-    format!(
-                        "the {} mechanism is not available in this build of weft (local, ssh, webhook and github-actions are)",
-        config.mechanism().as_str()
-    )
-}
-
 impl Mechanisms {
     pub async fn start(&self, launch: &Launch<'_>) -> Result<Started, String> {
         match &launch.target.config {
@@ -108,7 +104,7 @@ impl Mechanisms {
             MechanismConfig::Webhook(c) => self.start_webhook(c, launch).await,
             MechanismConfig::GithubActions(c) => self.start_github(c, launch).await,
             MechanismConfig::Ssh(c) => start_ssh(c, launch).await,
-            other => Err(unavailable(other)),
+            MechanismConfig::Kubernetes(c) => start_kubernetes(c, launch).await,
         }
     }
 
@@ -118,12 +114,14 @@ impl Mechanisms {
             MechanismConfig::Webhook(c) => self.check_webhook(c).await,
             MechanismConfig::GithubActions(c) => self.check_github(c).await,
             MechanismConfig::Ssh(c) => run_ssh(c, "true").await.map(|_| ()),
-            other => Err(unavailable(other)),
+            MechanismConfig::Kubernetes(c) => check_kubernetes(c).await,
         }
     }
 
-    /// Stops what a spin-up started. For `local`, the process group `pid` leads.
-    pub async fn stop(&self, config: &MechanismConfig, pid: Option<u32>) -> Result<(), String> {
+    /// Stops what a spin-up started: a local or remote process group (`spin_up.pid`), a
+    /// Kubernetes Job; webhooks and workflow runs end when their agent leaves.
+    pub async fn stop(&self, target: &Target, spin_up: &projections::SpinUp) -> Result<(), String> {
+        let (config, pid) = (&target.config, spin_up.pid);
         match (config, pid) {
             (MechanismConfig::Local(_), Some(pid)) => {
                 self.owned
@@ -143,7 +141,9 @@ impl Mechanisms {
             (MechanismConfig::Ssh(_), None) => Ok(()),
             // What a webhook or a workflow run started ends when its agent leaves.
             (MechanismConfig::Webhook(_) | MechanismConfig::GithubActions(_), _) => Ok(()),
-            (other, _) => Err(unavailable(other)),
+            (MechanismConfig::Kubernetes(c), _) => {
+                stop_kubernetes(c, &target.name, &spin_up.id).await
+            }
         }
     }
 
@@ -666,6 +666,164 @@ async fn start_ssh(c: &SshConfig, launch: &Launch<'_>) -> Result<Started, String
     })
 }
 
+/// A Job's name for a spin-up: the target's `jobNamePrefix` (default: its name), made a
+/// DNS label, and the spin-up id's first part. Derived, so it is known after a restart too.
+pub fn job_name(c: &KubernetesConfig, target: &str, spin_up_id: &str) -> String {
+    let prefix: String = c
+        .job_name_prefix
+        .as_deref()
+        .unwrap_or(target)
+        .to_ascii_lowercase()
+        .chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
+        .collect();
+    let prefix = prefix.trim_matches('-');
+    let short: String = spin_up_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    let prefix: String = prefix.chars().take(63 - short.len() - 1).collect();
+    format!(
+        "{}-{short}",
+        if prefix.is_empty() {
+            "weft-agent"
+        } else {
+            &prefix
+        }
+    )
+}
+
+async fn kube_jobs(c: &KubernetesConfig) -> Result<kube::Api<Job>, String> {
+    let client = match &c.kubeconfig_path {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {path}: {e}"))?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| format!("kubeconfig {path}: {e}"))?;
+            kube::Client::try_from(config).map_err(|e| e.to_string())?
+        }
+        None => kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no in-cluster Kubernetes credentials: {e}"))?,
+    };
+    Ok(kube::Api::namespaced(client, &c.namespace))
+}
+
+fn kube_error(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!(
+            "Kubernetes answered {} {}: {}",
+            status.code, status.reason, status.message
+        ),
+        other => format!("Kubernetes: {other}"),
+    }
+}
+
+async fn start_kubernetes(c: &KubernetesConfig, launch: &Launch<'_>) -> Result<Started, String> {
+    let target = launch.target;
+    let name = job_name(c, &target.name, launch.spin_up_id);
+    let mut env: Vec<(String, String)> = vec![
+        ("AGENT_TYPE".into(), target.agent_type.clone()),
+        ("AGENT_CAPABILITIES".into(), target.capabilities.join(",")),
+        ("AGENT_BOUNDARIES".into(), target.boundaries.join(",")),
+    ];
+    env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend([
+        ("WEFT_SPINUP_ID".into(), launch.spin_up_id.to_string()),
+        ("WEFT_TARGET_ID".into(), target.id.clone()),
+        (
+            "WEFT_WORK_ID".into(),
+            launch.work_id.unwrap_or_default().to_string(),
+        ),
+        ("NATS_URL".into(), launch.nats_url.to_string()),
+        ("LOOMINAL_PROJECT_ID".into(), launch.project.to_string()),
+    ]);
+    let labels = serde_json::json!({
+        "app.kubernetes.io/managed-by": "weft",
+        "weft.dev/spin-up-id": launch.spin_up_id,
+        "weft.dev/target-id": target.id,
+    });
+    let mut container = serde_json::json!({
+        "name": "agent",
+        "image": c.image,
+        "env": env.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect::<Vec<_>>(),
+    });
+    if !c.command.is_empty() {
+        container["command"] = serde_json::json!(c.command);
+    }
+    if !c.args.is_empty() {
+        container["args"] = serde_json::json!(c.args);
+    }
+    if let Some(r) = &c.resources {
+        let mut amounts = serde_json::Map::new();
+        if let Some(cpu) = &r.cpu {
+            amounts.insert("cpu".into(), cpu.clone().into());
+        }
+        if let Some(memory) = &r.memory {
+            amounts.insert("memory".into(), memory.clone().into());
+        }
+        container["resources"] = serde_json::json!({"requests": amounts, "limits": amounts});
+    }
+    let mut pod = serde_json::json!({"restartPolicy": "Never", "containers": [container]});
+    if let Some(account) = &c.service_account {
+        pod["serviceAccountName"] = account.clone().into();
+    }
+    if let Some(secret) = &c.image_pull_secret {
+        pod["imagePullSecrets"] = serde_json::json!([{"name": secret}]);
+    }
+    let mut spec = serde_json::json!({"backoffLimit": 0, "template": {"metadata": {"labels": labels}, "spec": pod}});
+    if let Some(ttl) = c.ttl_seconds_after_finished {
+        spec["ttlSecondsAfterFinished"] = ttl.into();
+    }
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }))
+    .map_err(|e| format!("cannot build the Job: {e}"))?;
+    let jobs = kube_jobs(c).await?;
+    jobs.create(&kube::api::PostParams::default(), &job)
+        .await
+        .map_err(kube_error)?;
+    Ok(Started {
+        detail: format!("job {name} in namespace {}", c.namespace),
+        pid: None,
+    })
+}
+
+/// The API is reachable and the credentials may list Jobs in the namespace.
+async fn check_kubernetes(c: &KubernetesConfig) -> Result<(), String> {
+    let jobs = kube_jobs(c).await?;
+    jobs.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(kube_error)?;
+    Ok(())
+}
+
+async fn stop_kubernetes(
+    c: &KubernetesConfig,
+    target: &str,
+    spin_up_id: &str,
+) -> Result<(), String> {
+    let name = job_name(c, target, spin_up_id);
+    let jobs = kube_jobs(c).await?;
+    match jobs
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone (its TTL, or someone else): nothing left to stop.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(kube_error(e)),
+    }
+}
+
 async fn stop_group(pid: u32) {
     let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     // SAFETY: signalling a process group this Weft started.
@@ -682,6 +840,20 @@ async fn stop_group(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_names_are_dns_labels() {
+        let id = "0f3c5e2a-1111-4222-8333-444455556666";
+        let named = KubernetesConfig {
+            job_name_prefix: Some("Weft Agent!".into()),
+            ..Default::default()
+        };
+        assert_eq!(job_name(&named, "ignored", id), "weft-agent-0f3c5e2a");
+        let long = KubernetesConfig::default();
+        let name = job_name(&long, &"x".repeat(200), id);
+        assert!(name.len() <= 63 && name.ends_with("-0f3c5e2a"), "{name}");
+        assert_eq!(job_name(&long, "***", id), "weft-agent-0f3c5e2a");
+    }
 
     #[test]
     fn local_health_checks_look_for_the_program() {
