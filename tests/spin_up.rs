@@ -67,6 +67,13 @@ async fn pending_work_starts_an_agent_which_is_scaled_down_when_idle() {
     )))
     .await;
     assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (
+            created["spinUpTriggered"].as_bool(),
+            created["estimatedWaitSeconds"].as_u64()
+        ),
+        (Some(true), Some(30))
+    );
     let id = created["id"].as_str().expect("id").to_string();
     let done = poll_until(
         &weft,

@@ -205,6 +205,9 @@ async fn higher_priority_goes_first_and_work_waits_for_a_matching_agent() {
         .await;
         assert_eq!(status, 201);
         assert_eq!(created["status"], "pending");
+        // No agent and no target: nothing will start one.
+        assert_eq!(created["spinUpTriggered"], false);
+        assert!(created.get("estimatedWaitSeconds").is_none());
         ids.insert(created["id"].as_str().unwrap_or_default().to_string(), name);
     }
     // Nobody can take it yet: it stays pending.

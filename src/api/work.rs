@@ -200,6 +200,7 @@ pub struct WorkSubmitResponse {
     /// Same as `id`, for older clients.
     pub work_item_id: String,
     pub target_agent_type: String,
+    /// No online agent can take it, and an enabled target can start one that can.
     pub spin_up_triggered: bool,
     /// 5 when an agent that can take it is online; absent otherwise.
     #[oai(skip_serializing_if_is_none)]
@@ -409,6 +410,13 @@ impl WorkApi {
                 let p = s.project(&project)?;
                 let w = p.work.get(&id)?;
                 let available = work::has_eligible_agent(&app.coordinator.policy, p, w);
+                // Nobody can take it, but a target can start an agent that can (or already is).
+                let spin_up = !available
+                    && w.status == projections::WorkStatus::Pending
+                    && (p.targets.iter().any(|t| {
+                        crate::spinup::target_serves(&app.coordinator.policy, t, w)
+                            && t.status != projections::TargetStatus::Disabled
+                    }));
                 let rule = work::route(&app.coordinator.policy, p, w)
                     .map_or_else(|why| why, |(_, reason)| reason.rule);
                 Some(WorkSubmitResponse {
@@ -422,8 +430,15 @@ impl WorkApi {
                         .unwrap_or_else(|| {
                             work::expected_agent_type(&app.coordinator.policy, Some(p), w)
                         }),
-                    spin_up_triggered: false,
-                    estimated_wait_seconds: available.then_some(5),
+                    spin_up_triggered: spin_up,
+                    // The original's estimates: an agent is there, or one is being started.
+                    estimated_wait_seconds: if available {
+                        Some(5)
+                    } else if spin_up {
+                        Some(30)
+                    } else {
+                        None
+                    },
                     status: w.status.as_str().into(),
                     routing_rule: w.routing.as_ref().map_or(rule, |r| r.rule.clone()),
                 })
