@@ -77,6 +77,9 @@ pub struct ServeConfig {
     /// The NATS URL agents that Weft starts are told to join (default: the one Weft uses).
     #[arg(long, env = "WEFT_AGENT_NATS_URL")]
     pub agent_nats_url: Option<String>,
+    /// How often WebSocket clients subscribed to `stats` get a stats message.
+    #[arg(long, env = "WEFT_WS_STATS_INTERVAL_MS", default_value_t = 30_000)]
+    pub ws_stats_interval_ms: u64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

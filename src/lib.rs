@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod coordinator;
 pub mod embedded;
+pub mod live;
 pub mod mechanism;
 pub mod nats;
 pub mod projector;

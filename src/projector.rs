@@ -13,9 +13,16 @@ use tokio::sync::{watch, Notify};
 
 use crate::store::{AppendError, EventStore};
 
+/// An event as folded in, with its stream sequence: what live views are sent.
+pub type Applied = Arc<(u64, events::Envelope)>;
+
+/// How many folded events a slow live reader may fall behind before it is cut off.
+const LIVE_BUFFER: usize = 8192;
+
 pub struct Projection {
     state: RwLock<State>,
     applied: watch::Sender<u64>,
+    live: tokio::sync::broadcast::Sender<Applied>,
 }
 
 impl Projection {
@@ -24,6 +31,7 @@ impl Projection {
         Arc::new(Self {
             state: RwLock::new(state),
             applied,
+            live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
         })
     }
 
@@ -34,6 +42,11 @@ impl Projection {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&state)
+    }
+
+    /// Every event from now on, in sequence order, after it is folded in.
+    pub fn live(&self) -> tokio::sync::broadcast::Receiver<Applied> {
+        self.live.subscribe()
     }
 
     /// Changes of the applied sequence, for tasks that react to new events.
@@ -70,6 +83,8 @@ impl Projection {
                 return false;
             }
             state.apply(sequence, envelope);
+            // Sent under the lock, so live readers see events in sequence order.
+            let _ = self.live.send(Arc::new((sequence, envelope.clone())));
         }
         self.applied.send_replace(sequence);
         true
@@ -85,6 +100,7 @@ impl Projection {
             match envelope {
                 Some(envelope) => {
                     state.apply(sequence, envelope);
+                    let _ = self.live.send(Arc::new((sequence, envelope.clone())));
                 }
                 // An event this binary cannot read still advances the position, so the
                 // fold does not stall on it; it stays in the log for a newer binary.

@@ -126,6 +126,10 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
         }),
     ];
     let state = Arc::new(AppState {
+        live: crate::api::LiveState {
+            connections: Default::default(),
+            stats_interval: ms(config.ws_stats_interval_ms.max(100)),
+        },
         commands,
         coordinator: coordinator.clone(),
         registry,

@@ -1,6 +1,8 @@
 //! The event store: appends to the `WEFT_EVENTS` stream with optimistic concurrency and
 //! deduplication, reads of the log for audit, and projection snapshots in KV.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv};
@@ -39,6 +41,45 @@ pub enum AppendError {
 pub struct EventStore {
     client: async_nats::Client,
     js: jetstream::Context,
+    pub append_latency: Arc<Histogram>,
+}
+
+/// Upper bounds (seconds) of the append latency histogram's buckets.
+pub const APPEND_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A Prometheus-style cumulative histogram, updated without locks.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; APPEND_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (bound, bucket) in APPEND_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// (cumulative bucket counts, count, sum in seconds)
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        (
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            self.count.load(Ordering::Relaxed),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
 }
 
 /// Largest value we put in one KV entry; the server's default max payload is 1 MiB.
@@ -57,6 +98,7 @@ impl EventStore {
         Self {
             js: jetstream::new(client.clone()),
             client,
+            append_latency: Arc::default(),
         }
     }
 
@@ -100,12 +142,14 @@ impl EventStore {
                 );
             }
         }
+        let started = std::time::Instant::now();
         let ack = self
             .js
             .publish_with_headers(envelope.subject(), headers, envelope.encode().into())
             .await
             .map_err(|e| AppendError::Unavailable(e.to_string()))?
             .await;
+        self.append_latency.observe(started.elapsed().as_secs_f64());
         match ack {
             Ok(ack) => Ok(Appended {
                 sequence: ack.sequence,

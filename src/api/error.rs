@@ -154,8 +154,13 @@ pub fn to_json_response(err: poem::Error) -> Response {
         details: None,
     })
     .unwrap_or_default();
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(body)
+        .content_type("application/json; charset=utf-8");
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was not read, so the connection cannot carry another
+        // request: tell the client not to reuse it.
+        response = response.header("connection", "close");
+    }
+    response.body(body)
 }

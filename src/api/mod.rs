@@ -5,10 +5,13 @@ pub mod batch;
 pub mod error;
 pub mod events;
 pub mod pagination;
+pub mod stats;
+
 pub mod strict;
 pub mod system;
 pub mod targets;
 pub mod work;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -49,7 +52,15 @@ impl Actor {
     }
 }
 
+/// Live view bookkeeping.
+pub struct LiveState {
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// How often `stats` subscribers get a `stats` message.
+    pub stats_interval: std::time::Duration,
+}
+
 pub struct AppState {
+    pub live: LiveState,
     pub commands: Arc<Commands>,
     pub coordinator: Arc<crate::coordinator::Coordinator>,
     pub registry: Arc<crate::registry::WarpRegistry>,
@@ -103,6 +114,7 @@ impl AppState {
 pub type Service = OpenApiService<
     (
         system::SystemApi,
+        stats::StatsApi,
         work::WorkApi,
         agents::AgentsApi,
         targets::TargetsApi,
@@ -115,6 +127,7 @@ pub fn service() -> Service {
     OpenApiService::new(
         (
             system::SystemApi,
+            stats::StatsApi,
             work::WorkApi,
             agents::AgentsApi,
             targets::TargetsApi,
@@ -147,38 +160,76 @@ fn is_open(path: &str) -> bool {
         || path.starts_with("/api/docs/")
 }
 
-/// Checks the bearer token before anything else looks at the request, so a caller
-/// without one learns nothing about validation rules.
-fn authenticate(req: &Request, token_digests: &[String]) -> Result<Actor, ApiError> {
-    let unauthorized = |m: &str| {
-        ApiError::Unauthorized(poem_openapi::payload::Json(error::ErrorBody {
-            error: "Unauthorized".into(),
-            message: m.into(),
-            details: None,
-        }))
-    };
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::Unauthorized(poem_openapi::payload::Json(error::ErrorBody {
+        error: "Unauthorized".into(),
+        message: message.into(),
+        details: None,
+    }))
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case).
+fn bearer_header(req: &Request) -> Result<String, ApiError> {
     let header = req
         .headers()
         .get("authorization")
         .ok_or_else(|| unauthorized("Missing Authorization header"))?;
-    let value = header.to_str().map_err(|_| {
-        unauthorized("Invalid Authorization header format. Expected: Bearer <token>")
-    })?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
-        unauthorized("Invalid Authorization header format. Expected: Bearer <token>")
-    })?;
+    let bad_format =
+        || unauthorized("Invalid Authorization header format. Expected: Bearer <token>");
+    let value = header.to_str().map_err(|_| bad_format())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(bad_format)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized(
-            "Invalid Authorization header format. Expected: Bearer <token>",
-        ));
+        return Err(bad_format());
     }
-    // Comparing digests rather than the tokens keeps the comparison's timing independent
-    // of how much of a guessed token is right.
+    Ok(token.trim().to_string())
+}
+
+/// Comparing digests rather than the tokens keeps the comparison's timing independent of
+/// how much of a guessed token is right.
+fn verify(token: &str, token_digests: &[String], rejection: &str) -> Result<Actor, ApiError> {
     let digest = fingerprint(token.trim());
     if token_digests.contains(&digest) {
         Ok(Actor(format!("token:{}", &digest[..8])))
     } else {
-        Err(unauthorized("Invalid authentication token"))
+        Err(unauthorized(rejection))
+    }
+}
+
+/// Checks the bearer token before anything else looks at the request, so a caller
+/// without one learns nothing about validation rules. WebSocket clients (browsers)
+/// cannot set headers: on `/api/ws` the token may also come as `?token=` or as
+/// `Sec-WebSocket-Protocol: bearer, <token>`.
+fn authenticate(req: &Request, token_digests: &[String]) -> Result<Actor, ApiError> {
+    if req.uri().path() != "/api/ws" {
+        return verify(
+            &bearer_header(req)?,
+            token_digests,
+            "Invalid authentication token",
+        );
+    }
+    let from_query = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let from_protocol = || {
+        let offered: Vec<String> = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+            .unwrap_or_default();
+        let at = offered
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case("bearer"))?;
+        offered.get(at + 1).cloned()
+    };
+    match from_query.or_else(from_protocol) {
+        Some(token) => verify(&token, token_digests, "Invalid token"),
+        None if req.headers().contains_key("authorization") => {
+            verify(&bearer_header(req)?, token_digests, "Invalid token")
+        }
+        None => Err(unauthorized("No token provided")),
     }
 }
 
@@ -220,6 +271,8 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
     Route::new()
         .nest("/api/docs", service.swagger_ui())
         .at("/api/openapi.json", service.spec_endpoint())
+        .at("/api/ws", poem::get(ws::upgrade))
+        .at("/metrics", poem::get(stats::metrics))
         .nest("/", service)
         .data(state)
         .around(move |endpoint, mut req| {

@@ -13,6 +13,13 @@ pub struct SystemApi;
 
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
+pub struct WebSocketHealth {
+    pub connections: usize,
+    pub status: String,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
 pub struct NatsHealth {
     pub connected: bool,
 }
@@ -31,6 +38,7 @@ pub struct Health {
     pub status: String,
     pub timestamp: String,
     pub documentation: String,
+    pub websocket: WebSocketHealth,
     pub nats: NatsHealth,
     pub event_log: EventLogHealth,
 }
@@ -65,6 +73,13 @@ impl SystemApi {
             status: if connected { "ok" } else { "degraded" }.into(),
             timestamp: rfc3339(now_ms()),
             documentation: "/api/docs".into(),
+            websocket: WebSocketHealth {
+                connections: app
+                    .live
+                    .connections
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                status: "ok".into(),
+            },
             nats: NatsHealth { connected },
             event_log: EventLogHealth {
                 sequence: app.commands.projection().sequence(),

@@ -1,0 +1,230 @@
+//! `/api/stats` (the global shape every client of the original reads), per-project stats,
+//! and `/metrics` in Prometheus text format. All derived from the projected state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use projections::{SpinUpStatus, WorkStatus};
+
+use super::error::ApiError;
+use super::{AppState, Tag};
+use crate::live;
+use crate::time::{now_ms, rfc3339};
+
+pub struct StatsApi;
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct Totals {
+    pub agents: usize,
+    pub pending_work: usize,
+    pub active_work: usize,
+    pub completed_work: usize,
+    pub failed_work: usize,
+    pub targets: usize,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct ProjectTotals {
+    pub agents: usize,
+    pub pending_work: usize,
+    pub active_work: usize,
+    pub completed_work: usize,
+    pub failed_work: usize,
+    pub targets: usize,
+    #[oai(skip_serializing_if_is_none)]
+    pub last_activity: Option<String>,
+}
+
+/// Every agent and every target counts (disabled ones too); failed work includes
+/// cancelled and dead-lettered items, as the original's `failed`.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct GlobalStats {
+    pub timestamp: String,
+    pub total_projects: usize,
+    pub totals: Totals,
+    pub by_project: BTreeMap<String, ProjectTotals>,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct ProjectList {
+    pub timestamp: String,
+    pub projects: Vec<String>,
+    pub count: usize,
+}
+
+#[OpenApi(tag = "Tag::System")]
+impl StatsApi {
+    /// Counts over every project.
+    #[oai(path = "/api/stats", method = "get")]
+    async fn stats(&self, app: Data<&Arc<AppState>>) -> Json<GlobalStats> {
+        Json(app.commands.projection().read(|s| {
+            let by_project: BTreeMap<String, ProjectTotals> = s
+                .projects
+                .iter()
+                .map(|(name, p)| {
+                    let c = live::project_counts(p);
+                    (
+                        name.clone(),
+                        ProjectTotals {
+                            agents: c.agents_total,
+                            pending_work: c.pending,
+                            active_work: c.active,
+                            completed_work: c.completed,
+                            failed_work: c.failed,
+                            targets: c.targets_total,
+                            last_activity: (c.last_activity_ms > 0)
+                                .then(|| rfc3339(c.last_activity_ms)),
+                        },
+                    )
+                })
+                .collect();
+            let sum = |f: fn(&ProjectTotals) -> usize| by_project.values().map(f).sum();
+            GlobalStats {
+                timestamp: rfc3339(now_ms()),
+                total_projects: by_project.len(),
+                totals: Totals {
+                    agents: sum(|p| p.agents),
+                    pending_work: sum(|p| p.pending_work),
+                    active_work: sum(|p| p.active_work),
+                    completed_work: sum(|p| p.completed_work),
+                    failed_work: sum(|p| p.failed_work),
+                    targets: sum(|p| p.targets),
+                },
+                by_project,
+            }
+        }))
+    }
+
+    /// The projects Weft knows (every project with at least one event).
+    #[oai(path = "/api/stats/projects", method = "get")]
+    async fn projects(&self, app: Data<&Arc<AppState>>) -> Json<ProjectList> {
+        let projects: Vec<String> = app
+            .commands
+            .projection()
+            .read(|s| s.projects.keys().cloned().collect());
+        Json(ProjectList {
+            timestamp: rfc3339(now_ms()),
+            count: projects.len(),
+            projects,
+        })
+    }
+
+    /// One project's stats, in the shape of the WebSocket `stats` message's `data`.
+    #[oai(path = "/api/projects/:project/stats", method = "get")]
+    async fn project(
+        &self,
+        app: Data<&Arc<AppState>>,
+        project: Path<String>,
+    ) -> Result<Json<serde_json::Value>, ApiError> {
+        let project = app.project(Some(&project.0))?;
+        let mut message = super::ws::stats_message(&app, &project, 0);
+        let mut data = message["data"].take();
+        data["timestamp"] = message["timestamp"].take();
+        data["projectId"] = project.into();
+        Ok(Json(data))
+    }
+}
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `/metrics`: Prometheus text format.
+#[poem::handler]
+pub fn metrics(app: Data<&Arc<AppState>>) -> poem::Response {
+    let mut out = String::new();
+    let (assignment, sequence) = app.commands.projection().read(|s| {
+        let _ = writeln!(out, "# HELP weft_work_items Work items by project and status.\n# TYPE weft_work_items gauge");
+        for (name, p) in &s.projects {
+            for status in WorkStatus::ALL {
+                let n = p.work.iter().filter(|w| w.status == status).count();
+                let _ = writeln!(out, "weft_work_items{{project=\"{}\",status=\"{}\"}} {n}", label(name), status.as_str());
+            }
+        }
+        let _ = writeln!(out, "# HELP weft_agents Agents by project and status.\n# TYPE weft_agents gauge");
+        for (name, p) in &s.projects {
+            let c = live::project_counts(p);
+            for status in ["online", "busy", "offline"] {
+                let n = c.agents_by_status.get(status).and_then(|v| v.as_u64()).unwrap_or(0);
+                let _ = writeln!(out, "weft_agents{{project=\"{}\",status=\"{status}\"}} {n}", label(name));
+            }
+        }
+        let _ = writeln!(out, "# HELP weft_spin_ups Spin-ups by project and outcome.\n# TYPE weft_spin_ups gauge");
+        for (name, p) in &s.projects {
+            for status in [SpinUpStatus::Triggered, SpinUpStatus::Started, SpinUpStatus::Completed, SpinUpStatus::Failed, SpinUpStatus::Stopped] {
+                let n = p.spin_ups.iter().filter(|x| x.status == status).count();
+                let _ = writeln!(out, "weft_spin_ups{{project=\"{}\",outcome=\"{}\"}} {n}", label(name), status.as_str());
+            }
+        }
+        // Submission to (latest) assignment of every item assigned so far.
+        let waits: Vec<f64> = s
+            .projects
+            .values()
+            .flat_map(|p| p.work.iter())
+            .filter_map(|w| Some((w.assigned_at_ms? as f64 - w.offered_at_ms as f64).max(0.0) / 1000.0))
+            .collect();
+        (waits, s.sequence)
+    });
+    let histogram = |out: &mut String,
+                     name: &str,
+                     help: &str,
+                     bounds: &[f64],
+                     counts: &[u64],
+                     count: u64,
+                     sum: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, n) in bounds.iter().zip(counts) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    };
+    let bounds = crate::store::APPEND_BUCKETS;
+    let counts: Vec<u64> = bounds
+        .iter()
+        .map(|b| assignment.iter().filter(|w| **w <= *b).count() as u64)
+        .collect();
+    histogram(
+        &mut out,
+        "weft_assignment_latency_seconds",
+        "Time from submission to assignment.",
+        &bounds,
+        &counts,
+        assignment.len() as u64,
+        assignment.iter().sum(),
+    );
+    let (counts, count, sum) = app.store.append_latency.snapshot();
+    histogram(
+        &mut out,
+        "weft_event_append_seconds",
+        "Event appends, acknowledged or not.",
+        &bounds,
+        &counts,
+        count,
+        sum,
+    );
+    let _ = writeln!(out, "# HELP weft_event_log_sequence Last event folded into the live state.\n# TYPE weft_event_log_sequence gauge\nweft_event_log_sequence {sequence}");
+    let _ = writeln!(
+        out,
+        "# HELP weft_websocket_clients Open WebSocket connections.\n# TYPE weft_websocket_clients gauge\nweft_websocket_clients {}",
+        app.live.connections.load(Ordering::Relaxed)
+    );
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}

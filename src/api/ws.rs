@@ -1,0 +1,257 @@
+//! `/api/ws`: the original's WebSocket protocol (subscribe / unsubscribe / ping; ack /
+//! event / stats / error / pong), fed from the event log. Extensions: every event carries
+//! its `sequence`, a subscription may give `after: <sequence>` to receive what it missed
+//! first (no gap, no duplicate), and `projectId` filters on every topic.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use poem::web::websocket::{Message, WebSocket, WebSocketStream};
+use poem::web::Data;
+use poem::{handler, IntoResponse};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use crate::live::{self, TOPICS};
+use crate::time::{now_ms, rfc3339};
+
+/// Events a resuming client may be behind at most; further back, it should reload.
+const MAX_RESUME: u64 = 100_000;
+
+struct Subscription {
+    filter: Map<String, Value>,
+    /// Events up to here were sent already (by a resume).
+    delivered_up_to: u64,
+}
+
+#[handler]
+pub async fn upgrade(ws: WebSocket, app: Data<&Arc<AppState>>) -> impl IntoResponse {
+    let app = app.0.clone();
+    // Browsers offer `bearer, <token>` as subprotocols; the server must pick one.
+    ws.protocols(vec!["bearer"])
+        .on_upgrade(move |socket| async move { session(app, socket).await })
+}
+
+fn now() -> String {
+    rfc3339(now_ms())
+}
+
+fn error(text: impl Into<String>) -> Message {
+    Message::Text(json!({"type": "error", "error": text.into(), "timestamp": now()}).to_string())
+}
+
+pub fn stats_message(app: &AppState, project: &str, subscriptions: usize) -> Value {
+    let data = app.commands.projection().read(|s| {
+        let counts = s.project(project).map(live::project_counts);
+        let c = counts.as_ref();
+        json!({
+            "agents": {
+                "total": c.map_or(0, |c| c.agents_total),
+                "byType": c.map(|c| c.agents_by_type.clone()).unwrap_or_default(),
+                "byStatus": c.map(|c| c.agents_by_status.clone()).unwrap_or_default(),
+            },
+            "work": {
+                "pending": c.map_or(0, |c| c.pending),
+                "active": c.map_or(0, |c| c.active),
+                "completed": c.map_or(0, |c| c.completed),
+                "failed": c.map_or(0, |c| c.failed),
+            },
+            "targets": {
+                "total": c.map_or(0, |c| c.targets_total),
+                "available": c.map_or(0, |c| c.targets_available),
+                "inUse": c.map_or(0, |c| c.targets_in_use),
+                "disabled": c.map_or(0, |c| c.targets_disabled),
+            },
+            "websocket": {"connections": app.live.connections.load(Ordering::Relaxed), "subscriptions": subscriptions},
+        })
+    });
+    json!({"type": "stats", "data": data, "timestamp": now(), "projectId": project})
+}
+
+fn event_message(topic: &str, data: &Value) -> Message {
+    Message::Text(
+        json!({
+            "type": "event",
+            "topic": topic,
+            "event": data["type"],
+            "data": data,
+            "timestamp": data["timestamp"],
+            "projectId": data["projectId"],
+            "sequence": data["sequence"],
+        })
+        .to_string(),
+    )
+}
+
+async fn session(app: Arc<AppState>, socket: WebSocketStream) {
+    app.live.connections.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = socket.split();
+    let mut live = app.commands.projection().live();
+    let mut subscriptions: HashMap<String, Subscription> = HashMap::new();
+    let mut ping = tokio::time::interval(Duration::from_secs(30));
+    let mut stats = tokio::time::interval(app.live.stats_interval);
+    let mut answered_ping = true;
+    'session: loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Pong(_))) => { answered_ping = true; continue; }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                for reply in handle(&app, &text, &mut subscriptions).await {
+                    if sink.send(reply).await.is_err() {
+                        break 'session;
+                    }
+                }
+            }
+            event = live.recv() => match event {
+                Ok(applied) => {
+                    let (sequence, envelope) = (&applied.0, &applied.1);
+                    let Some((topic, data)) = app.commands.projection().read(|s| live::coordinator_event(s, *sequence, envelope)) else { continue };
+                    let Some(sub) = subscriptions.get(topic) else { continue };
+                    if *sequence <= sub.delivered_up_to || !live::matches(topic, &sub.filter, &data) {
+                        continue;
+                    }
+                    if sink.send(event_message(topic, &data)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    // Cut off rather than slow everyone down; it can resume with `after`.
+                    let _ = sink.send(error(format!("too slow: {missed} events were dropped; reconnect and subscribe with after=<last sequence>"))).await;
+                    let _ = sink.send(Message::Close(Some((poem::web::websocket::CloseCode::Policy, "too slow".into())))).await;
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = ping.tick() => {
+                if !answered_ping {
+                    break;
+                }
+                answered_ping = false;
+                if sink.send(Message::Ping(Vec::new())).await.is_err() {
+                    break;
+                }
+            }
+            _ = stats.tick() => {
+                if let Some(sub) = subscriptions.get("stats") {
+                    let project = sub.filter.get("projectId").and_then(Value::as_str).unwrap_or(&app.default_project).to_string();
+                    let message = stats_message(&app, &project, subscriptions.len());
+                    if sink.send(Message::Text(message.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    app.live.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn handle(
+    app: &AppState,
+    text: &str,
+    subscriptions: &mut HashMap<String, Subscription>,
+) -> Vec<Message> {
+    let Ok(message) = serde_json::from_str::<Value>(text) else {
+        return vec![error("Invalid message format")];
+    };
+    let kind = message["type"].as_str().unwrap_or_default();
+    match kind {
+        "ping" => vec![Message::Text(
+            json!({"type": "pong", "timestamp": now()}).to_string(),
+        )],
+        "subscribe" => {
+            let topic = message["topic"].as_str().unwrap_or_default().to_string();
+            if !TOPICS.contains(&topic.as_str()) {
+                return vec![error(format!(
+                    "Invalid topic: {topic}. Topics: {}",
+                    TOPICS.join(", ")
+                ))];
+            }
+            let filter = message["filter"].as_object().cloned().unwrap_or_default();
+            let mut replies = vec![Message::Text(
+                json!({"type": "ack", "subscribed": topic, "timestamp": now()}).to_string(),
+            )];
+            let mut delivered_up_to = 0;
+            if let Some(after) = message.get("after").and_then(Value::as_u64) {
+                match missed_events(app, &topic, &filter, after).await {
+                    Ok((mut events, up_to)) => {
+                        replies.append(&mut events);
+                        delivered_up_to = up_to;
+                    }
+                    Err(e) => return vec![error(e)],
+                }
+            }
+            subscriptions.insert(
+                topic,
+                Subscription {
+                    filter,
+                    delivered_up_to,
+                },
+            );
+            replies
+        }
+        "unsubscribe" => {
+            let topic = message["topic"].as_str().unwrap_or_default();
+            if subscriptions.remove(topic).is_some() {
+                vec![Message::Text(
+                    json!({"type": "ack", "unsubscribed": topic, "timestamp": now()}).to_string(),
+                )]
+            } else {
+                vec![error(format!("Not subscribed to topic: {topic}"))]
+            }
+        }
+        other => vec![error(format!("Unknown message type: {other}"))],
+    }
+}
+
+/// The events of `topic` after `after` that match `filter`, read from the log up to what
+/// is folded in now; live events after that come through the broadcast.
+async fn missed_events(
+    app: &AppState,
+    topic: &str,
+    filter: &Map<String, Value>,
+    after: u64,
+) -> Result<(Vec<Message>, u64), String> {
+    let up_to = app.commands.projection().sequence();
+    if up_to.saturating_sub(after) > MAX_RESUME {
+        return Err(format!("cannot resume more than {MAX_RESUME} events back; reload the state over REST and subscribe without after"));
+    }
+    let mut out = Vec::new();
+    let mut position = after;
+    while position < up_to {
+        let (page, _) = app
+            .store
+            .read(position, events::subject::ALL, 1000)
+            .await
+            .map_err(|e| format!("cannot read the event log: {e}"))?;
+        if page.is_empty() {
+            break;
+        }
+        for (sequence, bytes) in page {
+            if sequence > up_to {
+                return Ok((out, up_to));
+            }
+            position = sequence;
+            let Ok(envelope) = migrations::decode(&bytes) else {
+                continue;
+            };
+            let mapped = app
+                .commands
+                .projection()
+                .read(|s| live::coordinator_event(s, sequence, &envelope));
+            if let Some((t, data)) = mapped {
+                if t == topic && live::matches(topic, filter, &data) {
+                    out.push(event_message(topic, &data));
+                }
+            }
+        }
+    }
+    Ok((out, up_to))
+}
