@@ -148,3 +148,63 @@ async fn warp_and_original_registry_entries_are_listed() {
     let (status, _) = call(client().get(weft.url(&format!("/api/agents/{warp_guid}")))).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warp_channels_are_read_from_their_streams() {
+    let nats = NatsServer::start();
+    let nc = async_nats::connect(nats.url()).await.expect("connect");
+    let js = jetstream::new(nc);
+    for (stream, subject, description) in [
+        (
+            "p1_ROADMAP",
+            "p1.roadmap",
+            "Discussion about project roadmap and planning",
+        ),
+        ("p1_PARALLEL_WORK", "p1.parallel-work", "Coordination"),
+    ] {
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.into(),
+            subjects: vec![subject.into()],
+            description: Some(description.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    }
+    for m in [
+        json!({"handle": "dev-1", "message": "first", "timestamp": "2025-12-11T05:00:00.000Z"})
+            .to_string(),
+        json!({"handle": "dev-2", "message": "second", "timestamp": "2025-12-11T05:01:00.000Z"})
+            .to_string(),
+        "plain text".to_string(),
+    ] {
+        js.publish("p1.roadmap", m.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let weft = Weft::start(&[("NATS_URL", nats.url())]);
+    let (status, list) = call(client().get(weft.url("/api/channels?projectId=p1"))).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["count"], 2);
+    assert_eq!(list["channels"][1]["name"], "roadmap");
+    assert_eq!(list["channels"][1]["messages"], 3);
+    assert_eq!(list["channels"][0]["name"], "parallel-work");
+    let (_, messages) =
+        call(client().get(weft.url("/api/channels/roadmap/messages?projectId=p1&limit=2"))).await;
+    assert_eq!(messages["count"], 2);
+    assert_eq!(messages["messages"][0]["handle"], "dev-2");
+    assert_eq!(
+        messages["messages"][1],
+        json!({"timestamp": messages["messages"][1]["timestamp"], "handle": "unknown", "message": "plain text"})
+    );
+    let (status, empty) =
+        call(client().get(weft.url("/api/channels/errors/messages?projectId=p1"))).await;
+    assert_eq!((status, &empty["count"]), (200, &json!(0)));
+    let (status, _) =
+        call(client().get(weft.url("/api/channels/roadmap/messages?projectId=p1&limit=0"))).await;
+    assert_eq!(status, 400);
+    let (_, other) = call(client().get(weft.url("/api/channels?projectId=p2"))).await;
+    assert_eq!(other["count"], 0);
+}

@@ -2,6 +2,8 @@
 
 pub mod agents;
 pub mod batch;
+pub mod channels;
+
 pub mod error;
 pub mod events;
 pub mod pagination;
@@ -119,6 +121,7 @@ pub type Service = OpenApiService<
         agents::AgentsApi,
         targets::TargetsApi,
         events::EventsApi,
+        channels::ChannelsApi,
     ),
     (),
 >;
@@ -132,6 +135,7 @@ pub fn service() -> Service {
             agents::AgentsApi,
             targets::TargetsApi,
             events::EventsApi,
+            channels::ChannelsApi,
         ),
         "Weft",
         env!("CARGO_PKG_VERSION"),
