@@ -7,15 +7,22 @@ cd "$(dirname "$0")/.."
 WEFT_NATS_SERVER="$(scripts/install-nats-server.sh | tail -n 1)"
 export WEFT_NATS_SERVER
 
-# The ssh mechanism is tested against a real sshd on 127.0.0.1 (started by the test).
-if [ ! -x /usr/sbin/sshd ]; then
+# Test fixtures from Debian: a real sshd on 127.0.0.1 for the ssh mechanism (started by
+# its tests), and headless Chromium for the dashboard test.
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing openssh-server for the ssh tests" >&2
-    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >&2
+    echo "installing ${missing[*]} for the tests" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
   else
-    echo "the ssh tests need /usr/sbin/sshd: install openssh-server (they will fail without it)" >&2
+    echo "the tests need ${missing[*]} (Debian packages); they will fail without" >&2
   fi
 fi
+# playwright-core drives that Chromium; pinned by tests/dashboard/package-lock.json.
+(cd tests/dashboard && npm ci --silent --no-audit --no-fund >&2)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -269,6 +269,12 @@ async fn limit_body(req: &mut Request, max: usize) -> Result<(), poem::Error> {
     }
 }
 
+/// The dashboard: one static page that talks to the REST and WebSocket API.
+#[poem::handler]
+fn dashboard() -> poem::web::Html<&'static str> {
+    poem::web::Html(include_str!("dashboard.html"))
+}
+
 pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> impl Endpoint {
     let service = service();
     let token_digests: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| fingerprint(t)).collect());
@@ -277,11 +283,17 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
         .at("/api/openapi.json", service.spec_endpoint())
         .at("/api/ws", poem::get(ws::upgrade))
         .at("/metrics", poem::get(stats::metrics))
+        .at("/dashboard", poem::get(dashboard))
         .nest("/", service)
         .data(state)
         .around(move |endpoint, mut req| {
             let token_digests = token_digests.clone();
             async move {
+                // The API service nested at `/` shadows an exact `/` route in poem's router,
+                // so the dashboard's home is answered here.
+                if req.uri().path() == "/" && req.method() == poem::http::Method::GET {
+                    return Ok(poem::web::Html(include_str!("dashboard.html")).into_response());
+                }
                 limit_body(&mut req, max_body_bytes).await?;
                 let actor = if token_digests.is_empty() || is_open(req.uri().path()) {
                     Actor("anonymous".into())
