@@ -128,6 +128,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     let state = Arc::new(AppState {
         live: crate::api::LiveState {
             connections: Default::default(),
+            feed: tokio::sync::broadcast::channel(8192).0,
             stats_interval: ms(config.ws_stats_interval_ms.max(100)),
         },
         commands,
@@ -137,6 +138,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
         client: client.clone(),
         default_project: config.default_project.clone(),
     });
+    let feed = tokio::spawn(crate::api::ws::run_feed(state.clone()));
     let tokens = config.tokens();
     if tokens.is_empty() {
         tracing::warn!("API_TOKENS is not set: the API accepts requests without authentication");
@@ -155,6 +157,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     for task in tasks {
         task.abort();
     }
+    feed.abort();
     coordinator.mechanisms.stop_owned().await;
     if let Err(e) = client.flush().await {
         tracing::warn!("could not flush NATS on exit: {e}");

@@ -57,6 +57,8 @@ impl Actor {
 /// Live view bookkeeping.
 pub struct LiveState {
     pub connections: std::sync::atomic::AtomicUsize,
+    /// Events in the live view's shape, for every WebSocket session.
+    pub feed: tokio::sync::broadcast::Sender<Arc<ws::LiveEvent>>,
     /// How often `stats` subscribers get a `stats` message.
     pub stats_interval: std::time::Duration,
 }

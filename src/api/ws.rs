@@ -22,6 +22,44 @@ use crate::time::{now_ms, rfc3339};
 /// Events a resuming client may be behind at most; further back, it should reload.
 const MAX_RESUME: u64 = 100_000;
 
+/// An event in the live view's shape, mapped and serialized once for every client.
+pub struct LiveEvent {
+    pub sequence: u64,
+    pub topic: &'static str,
+    pub data: Value,
+    pub text: String,
+}
+
+/// Maps each folded event once and hands it to every WebSocket session.
+pub async fn run_feed(app: Arc<AppState>) {
+    let mut folded = app.commands.projection().live();
+    loop {
+        match folded.recv().await {
+            Ok(applied) => {
+                let (sequence, envelope) = (applied.0, &applied.1);
+                let mapped = app
+                    .commands
+                    .projection()
+                    .read(|s| live::coordinator_event(s, sequence, envelope));
+                if let Some((topic, data)) = mapped {
+                    let text = event_text(topic, &data);
+                    let _ = app.live.feed.send(Arc::new(LiveEvent {
+                        sequence,
+                        topic,
+                        data,
+                        text,
+                    }));
+                }
+            }
+            // Lagging here would mean the fold outpaces the mapping; sessions resume by sequence.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "live feed fell behind the fold")
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 struct Subscription {
     filter: Map<String, Value>,
     /// Events up to here were sent already (by a resume).
@@ -72,25 +110,27 @@ pub fn stats_message(app: &AppState, project: &str, subscriptions: usize) -> Val
     json!({"type": "stats", "data": data, "timestamp": now(), "projectId": project})
 }
 
+fn event_text(topic: &str, data: &Value) -> String {
+    json!({
+        "type": "event",
+        "topic": topic,
+        "event": data["type"],
+        "data": data,
+        "timestamp": data["timestamp"],
+        "projectId": data["projectId"],
+        "sequence": data["sequence"],
+    })
+    .to_string()
+}
+
 fn event_message(topic: &str, data: &Value) -> Message {
-    Message::Text(
-        json!({
-            "type": "event",
-            "topic": topic,
-            "event": data["type"],
-            "data": data,
-            "timestamp": data["timestamp"],
-            "projectId": data["projectId"],
-            "sequence": data["sequence"],
-        })
-        .to_string(),
-    )
+    Message::Text(event_text(topic, data))
 }
 
 async fn session(app: Arc<AppState>, socket: WebSocketStream) {
     app.live.connections.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
-    let mut live = app.commands.projection().live();
+    let mut live = app.live.feed.subscribe();
     let mut subscriptions: HashMap<String, Subscription> = HashMap::new();
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     let mut stats = tokio::time::interval(app.live.stats_interval);
@@ -111,14 +151,12 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
                 }
             }
             event = live.recv() => match event {
-                Ok(applied) => {
-                    let (sequence, envelope) = (&applied.0, &applied.1);
-                    let Some((topic, data)) = app.commands.projection().read(|s| live::coordinator_event(s, *sequence, envelope)) else { continue };
-                    let Some(sub) = subscriptions.get(topic) else { continue };
-                    if *sequence <= sub.delivered_up_to || !live::matches(topic, &sub.filter, &data) {
+                                Ok(event) => {
+                    let Some(sub) = subscriptions.get(event.topic) else { continue };
+                    if event.sequence <= sub.delivered_up_to || !live::matches(event.topic, &sub.filter, &event.data) {
                         continue;
                     }
-                    if sink.send(event_message(topic, &data)).await.is_err() {
+                    if sink.send(Message::Text(event.text.clone())).await.is_err() {
                         break;
                     }
                 }
