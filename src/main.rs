@@ -1,5 +1,4 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use weft::config::ServeConfig;
@@ -117,96 +116,32 @@ fn main() -> ExitCode {
             }
         }
         Command::Events(args) => {
+            weft::cli::exit_quietly_on_closed_pipe();
             init_logging("warn", &cli.log_format);
-            match runtime()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(print_events(args)))
-            {
+            let outcome = runtime()
+                .map_err(|e| weft::cli::CliError::Usage(e.to_string()))
+                .and_then(|rt| rt.block_on(print_events(args)));
+            match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("weft events: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
     }
 }
 
-async fn print_events(args: EventsArgs) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let base = args.api_url.trim_end_matches('/');
-    let mut after = args.after;
-    if !args.json {
-        println!(
-            "{:>8}  {:<24}  {:<12}  {:<22}  {:<36}  {:<16}  DATA",
-            "SEQ", "TIME", "PROJECT", "TYPE", "AGGREGATE", "ACTOR"
-        );
-    }
-    loop {
-        let mut query: Vec<(&str, String)> =
-            vec![("after", after.to_string()), ("limit", "1000".into())];
-        for (name, value) in [
-            ("projectId", &args.project),
-            ("aggregate", &args.aggregate),
-            ("aggregateId", &args.aggregate_id),
-            ("type", &args.event_type),
-        ] {
-            if let Some(v) = value {
-                query.push((name, v.clone()));
-            }
-        }
-        let mut request = client.get(format!("{base}/api/events")).query(&query);
-        if let Some(token) = &args.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach Weft at {base}: {e}"))?;
-        let status = response.status();
-        let body: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| format!("unreadable answer from {base}: {e}"))?;
-        if !status.is_success() {
-            let message = body["message"].as_str().unwrap_or("request failed");
-            return Err(format!("{status}: {message}"));
-        }
-        for event in body["events"].as_array().into_iter().flatten() {
-            if args.json {
-                println!("{event}");
-            } else {
-                let text = |k: &str| event[k].as_str().unwrap_or("").to_string();
-                let mut data = event["data"].to_string();
-                if data.len() > 120 {
-                    let cut = (0..=117)
-                        .rev()
-                        .find(|i| data.is_char_boundary(*i))
-                        .unwrap_or(0);
-                    data.truncate(cut);
-                    data.push_str("...");
-                }
-                println!(
-                    "{:>8}  {:<24}  {:<12}  {:<22}  {:<36}  {:<16}  {data}",
-                    event["sequence"],
-                    text("time"),
-                    text("projectId"),
-                    text("type"),
-                    format!("{}/{}", text("aggregate"), text("aggregateId")),
-                    text("actor"),
-                );
-            }
-        }
-        after = body["nextAfter"].as_u64().unwrap_or(after);
-        if body["hasMore"].as_bool() == Some(true) {
-            continue;
-        }
-        if !args.follow {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+async fn print_events(args: EventsArgs) -> Result<(), weft::cli::CliError> {
+    let api = weft::cli::Api::new(&args.api_url, args.token)?;
+    let query = weft::cli::EventQuery {
+        project: args.project,
+        aggregate: args.aggregate,
+        aggregate_id: args.aggregate_id,
+        event_type: args.event_type,
+        after: args.after,
+        follow: args.follow,
+        json: args.json,
+    };
+    weft::cli::print_events(&api, &query).await
 }
