@@ -48,7 +48,7 @@ enum Command {
     /// Submit, follow, list and cancel work.
     #[command(subcommand)]
     Work(WorkCommand),
-        /// Manage spin-up targets.
+    /// Manage spin-up targets.
     #[command(subcommand)]
     Targets(Box<TargetsCommand>),
     /// Counts over every project.
@@ -722,7 +722,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print_message(&ctx, &reply);
             Ok(())
         }
-                Command::Targets(command) => targets(&ctx, *command).await,
+        Command::Targets(command) => targets(&ctx, *command).await,
     }
 }
 
