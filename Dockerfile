@@ -2,11 +2,12 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --bin weft
+RUN cargo build --release --bin weft --bin shuttle
 
 FROM debian:bookworm-slim
 RUN useradd --system --home /var/lib/weft weft && mkdir -p /var/lib/weft && chown weft /var/lib/weft
-COPY --from=build /src/target/release/weft /usr/local/bin/weft
+COPY --from=build /src/target/release/weft /src/target/release/shuttle /usr/local/bin/
+COPY agent-wrappers /opt/weft/agent-wrappers
 USER weft
 WORKDIR /var/lib/weft
 EXPOSE 3000
