@@ -279,3 +279,33 @@ async fn config_precedence_flag_over_env_over_file() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not valid JSON"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_events_and_counts_as_they_happen() {
+    let nats = NatsServer::start();
+    let weft = Weft::start(&fast_env(&nats));
+    let home = tempfile::tempdir().expect("home");
+    let out_path = home.path().join("watch.out");
+    let out = std::fs::File::create(&out_path).expect("out");
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_shuttle"))
+        .args(["--api-url", &weft.url(""), "watch"])
+        .env("HOME", home.path())
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("watch runs");
+    common::wait_until("watch to print counts", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out_path).is_ok_and(|s| s.contains("-- agents 0"))
+    });
+    ok(&shuttle(
+        home.path(),
+        &[("WEFT_API_URL", weft.url("").as_str())],
+        &["work", "submit", "watched", "-c", "rust"],
+    ));
+    common::wait_until("watch to show the event", Duration::from_secs(10), || {
+        std::fs::read_to_string(&out_path)
+            .is_ok_and(|s| s.contains("work:submitted") && s.contains("pending 1"))
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
