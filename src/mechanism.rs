@@ -30,6 +30,35 @@ pub struct Launch<'a> {
     pub boundary: Option<&'a str>,
 }
 
+impl Launch<'_> {
+    /// What a started agent is told: the target's type, capabilities and boundaries as
+    /// defaults (the target's own `env` may override them), then what links it to this
+    /// spin-up, which nothing overrides.
+    pub fn agent_env(
+        &self,
+        target_env: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let t = self.target;
+        let mut env: Vec<(String, String)> = vec![
+            ("AGENT_TYPE".into(), t.agent_type.clone()),
+            ("AGENT_CAPABILITIES".into(), t.capabilities.join(",")),
+            ("AGENT_BOUNDARIES".into(), t.boundaries.join(",")),
+        ];
+        env.extend(target_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend([
+            ("WEFT_SPINUP_ID".into(), self.spin_up_id.to_string()),
+            ("WEFT_TARGET_ID".into(), t.id.clone()),
+            (
+                "WEFT_WORK_ID".into(),
+                self.work_id.unwrap_or_default().to_string(),
+            ),
+            ("NATS_URL".into(), self.nats_url.to_string()),
+            ("LOOMINAL_PROJECT_ID".into(), self.project.to_string()),
+        ]);
+        env
+    }
+}
+
 pub struct Started {
     pub detail: String,
     pub pid: Option<u32>,
@@ -356,17 +385,8 @@ impl Mechanisms {
             direct.args(&c.args);
             direct
         };
-        // The target's own settings first, so its `env` can override them.
         command
-            .env("AGENT_TYPE", &target.agent_type)
-            .env("AGENT_CAPABILITIES", target.capabilities.join(","))
-            .env("AGENT_BOUNDARIES", target.boundaries.join(","))
-            .envs(&c.env)
-            .env("WEFT_SPINUP_ID", launch.spin_up_id)
-            .env("WEFT_TARGET_ID", &target.id)
-            .env("WEFT_WORK_ID", launch.work_id.unwrap_or_default())
-            .env("NATS_URL", launch.nats_url)
-            .env("LOOMINAL_PROJECT_ID", launch.project)
+            .envs(launch.agent_env(&c.env))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -626,23 +646,7 @@ async fn run_ssh(c: &SshConfig, command: &str) -> Result<String, String> {
 /// Starts the command in the background, in a session of its own (so a long-running
 /// agent does not hold the ssh session), and reports its process group.
 async fn start_ssh(c: &SshConfig, launch: &Launch<'_>) -> Result<Started, String> {
-    let target = launch.target;
-    let mut env: Vec<(String, String)> = vec![
-        ("AGENT_TYPE".into(), target.agent_type.clone()),
-        ("AGENT_CAPABILITIES".into(), target.capabilities.join(",")),
-        ("AGENT_BOUNDARIES".into(), target.boundaries.join(",")),
-    ];
-    env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.extend([
-        ("WEFT_SPINUP_ID".into(), launch.spin_up_id.to_string()),
-        ("WEFT_TARGET_ID".into(), target.id.clone()),
-        (
-            "WEFT_WORK_ID".into(),
-            launch.work_id.unwrap_or_default().to_string(),
-        ),
-        ("NATS_URL".into(), launch.nats_url.to_string()),
-        ("LOOMINAL_PROJECT_ID".into(), launch.project.to_string()),
-    ]);
+    let env = launch.agent_env(&c.env);
     let quote = crate::agent::shell_quote;
     let exports: Vec<String> = env
         .iter()
@@ -727,22 +731,7 @@ fn kube_error(e: kube::Error) -> String {
 async fn start_kubernetes(c: &KubernetesConfig, launch: &Launch<'_>) -> Result<Started, String> {
     let target = launch.target;
     let name = job_name(c, &target.name, launch.spin_up_id);
-    let mut env: Vec<(String, String)> = vec![
-        ("AGENT_TYPE".into(), target.agent_type.clone()),
-        ("AGENT_CAPABILITIES".into(), target.capabilities.join(",")),
-        ("AGENT_BOUNDARIES".into(), target.boundaries.join(",")),
-    ];
-    env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.extend([
-        ("WEFT_SPINUP_ID".into(), launch.spin_up_id.to_string()),
-        ("WEFT_TARGET_ID".into(), target.id.clone()),
-        (
-            "WEFT_WORK_ID".into(),
-            launch.work_id.unwrap_or_default().to_string(),
-        ),
-        ("NATS_URL".into(), launch.nats_url.to_string()),
-        ("LOOMINAL_PROJECT_ID".into(), launch.project.to_string()),
-    ]);
+    let env = launch.agent_env(&c.env);
     let labels = serde_json::json!({
         "app.kubernetes.io/managed-by": "weft",
         "weft.dev/spin-up-id": launch.spin_up_id,
