@@ -22,14 +22,6 @@ pub struct WarpRegistry {
 }
 
 impl WarpRegistry {
-    pub fn get(&self, guid: &str) -> Option<Value> {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(guid)
-            .cloned()
-    }
-
     pub fn all(&self) -> Vec<(String, Value)> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
