@@ -38,7 +38,11 @@ impl Rejection {
 #[derive(Clone, Debug)]
 pub struct CommandContext {
     pub actor: String,
+    /// Ties together the events of one request (an API call's `X-Request-Id`).
     pub correlation_id: Option<String>,
+    /// What caused the command: the work item behind a spin-up, the spin-up behind an
+    /// agent's registration.
+    pub causation_id: Option<String>,
 }
 
 /// What a decision wants recorded.
@@ -120,7 +124,7 @@ impl Commands {
                 time_ms: crate::time::now_ms(),
                 actor: ctx.actor.clone(),
                 correlation_id: ctx.correlation_id.clone(),
-                causation_id: None,
+                causation_id: ctx.causation_id.clone(),
                 event: decision.event,
             };
             match self.store.append(&envelope, &decision.expect, None).await {

@@ -66,6 +66,7 @@ fn system() -> CommandContext {
     CommandContext {
         actor: events::SYSTEM_ACTOR.into(),
         correlation_id: None,
+        causation_id: None,
     }
 }
 
@@ -73,7 +74,13 @@ fn agent_actor(agent_id: &str) -> CommandContext {
     CommandContext {
         actor: format!("agent:{agent_id}"),
         correlation_id: None,
+        causation_id: None,
     }
+}
+
+fn caused_by(mut ctx: CommandContext, cause: Option<&str>) -> CommandContext {
+    ctx.causation_id = cause.map(String::from);
+    ctx
 }
 
 pub fn assignment(work: &Work) -> Assignment {
@@ -368,9 +375,11 @@ impl Coordinator {
         let id = uuid::Uuid::new_v4().to_string();
         let recorded = self
             .commands
-            .execute(&system(), project, |s| {
-                spinup::decide_trigger(s, project, &id, target, reason, item)
-            })
+            .execute(
+                &caused_by(system(), item.map(|w| w.id.as_str())),
+                project,
+                |s| spinup::decide_trigger(s, project, &id, target, reason, item),
+            )
             .await?;
         if recorded.is_none() {
             return Ok(None);
@@ -759,9 +768,11 @@ impl Coordinator {
         let spin_up_id = registration.spin_up_id.clone();
         let outcome = self
             .commands
-            .execute(&agent_actor(&id), project, |s| {
-                work::decide_register_agent(s, project, &id, &registration)
-            })
+            .execute(
+                &caused_by(agent_actor(&id), spin_up_id.as_deref()),
+                project,
+                |s| work::decide_register_agent(s, project, &id, &registration),
+            )
             .await;
         match outcome {
             Ok(_) => {

@@ -103,9 +103,12 @@ async fn pending_work_starts_an_agent_which_is_scaled_down_when_idle() {
         .to_string();
     assert_eq!(triggered[0]["data"]["reason"], "work-pending");
     assert_eq!(triggered[0]["data"]["workId"], id.as_str());
+    // Causes are recorded: the work item caused the spin-up, which caused the registration.
+    assert_eq!(triggered[0]["causationId"], id.as_str());
     let registered = of_type(&events, "agent.registered");
     assert_eq!(registered[0]["data"]["spinUpId"], spin_up.as_str());
     assert_eq!(registered[0]["data"]["targetId"], target["id"]);
+    assert_eq!(registered[0]["causationId"], spin_up.as_str());
     let agent = registered[0]["aggregateId"]
         .as_str()
         .expect("agent")

@@ -256,6 +256,20 @@ async fn targets_crud_filters_pagination_and_batches() {
     let (_, removed) = call(http.get(url("/api/events?type=target.removed"))).await;
     assert_eq!(removed["count"], 1);
     assert_eq!(removed["events"][0]["data"], json!({}));
+    // A request's X-Request-Id becomes the correlation id of the events it causes.
+    let (status, _) = call(
+        http.post(url("/api/targets/local-3/enable"))
+            .header("x-request-id", "req-42"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, enabled) = call(http.get(url("/api/events?type=target.enabled"))).await;
+    let last = enabled["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .cloned()
+        .expect("an enable event");
+    assert_eq!(last["correlationId"], "req-42");
     let (_, paged) = call(http.get(url("/api/events?limit=2"))).await;
     assert_eq!(
         (paged["count"].as_u64(), paged["hasMore"].as_bool()),

@@ -43,13 +43,25 @@ pub enum Tag {
 /// Who is calling: `token:<fingerprint>` for a bearer token, `anonymous` without auth.
 /// Recorded as the actor of every event the request causes.
 #[derive(Clone, Debug)]
-pub struct Actor(pub String);
+pub struct Actor {
+    pub name: String,
+    /// The request's `X-Request-Id`, recorded as the correlation id of what it causes.
+    pub request_id: Option<String>,
+}
 
 impl Actor {
+    fn named(name: String) -> Self {
+        Actor {
+            name,
+            request_id: None,
+        }
+    }
+
     pub fn context(&self) -> CommandContext {
         CommandContext {
-            actor: self.0.clone(),
-            correlation_id: None,
+            actor: self.name.clone(),
+            correlation_id: self.request_id.clone(),
+            causation_id: None,
         }
     }
 }
@@ -195,7 +207,7 @@ fn bearer_header(req: &Request) -> Result<String, ApiError> {
 fn verify(token: &str, token_digests: &[String], rejection: &str) -> Result<Actor, ApiError> {
     let digest = fingerprint(token.trim());
     if token_digests.contains(&digest) {
-        Ok(Actor(format!("token:{}", &digest[..8])))
+        Ok(Actor::named(format!("token:{}", &digest[..8])))
     } else {
         Err(unauthorized(rejection))
     }
@@ -297,14 +309,20 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
                     return Ok(poem::web::Html(include_str!("dashboard.html")).into_response());
                 }
                 limit_body(&mut req, max_body_bytes).await?;
-                let actor = if token_digests.is_empty() || is_open(req.uri().path()) {
-                    Actor("anonymous".into())
+                let mut actor = if token_digests.is_empty() || is_open(req.uri().path()) {
+                    Actor::named("anonymous".into())
                 } else {
                     match authenticate(&req, &token_digests) {
                         Ok(actor) => actor,
                         Err(e) => return Err(e.into()),
                     }
                 };
+                actor.request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty() && v.len() <= 128)
+                    .map(String::from);
                 req.extensions_mut().insert(actor);
                 endpoint.call(req).await.map(IntoResponse::into_response)
             }
