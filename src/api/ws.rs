@@ -60,6 +60,17 @@ pub async fn run_feed(app: Arc<AppState>) {
     }
 }
 
+/// A client that stops reading must not hold its session (and the events queued for it)
+/// forever: a send that takes longer than this ends the session.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn deliver<S: futures::Sink<Message> + Unpin>(sink: &mut S, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 struct Subscription {
     filter: Map<String, Value>,
     /// Events up to here were sent already (by a resume).
@@ -145,7 +156,7 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
                     Some(Ok(_)) => continue,
                 };
                 for reply in handle(&app, &text, &mut subscriptions).await {
-                    if sink.send(reply).await.is_err() {
+                    if !deliver(&mut sink, reply).await {
                         break 'session;
                     }
                 }
@@ -156,14 +167,14 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
                     if event.sequence <= sub.delivered_up_to || !live::matches(event.topic, &sub.filter, &event.data) {
                         continue;
                     }
-                    if sink.send(Message::Text(event.text.clone())).await.is_err() {
+                    if !deliver(&mut sink, Message::Text(event.text.clone())).await {
                         break;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     // Cut off rather than slow everyone down; it can resume with `after`.
-                    let _ = sink.send(error(format!("too slow: {missed} events were dropped; reconnect and subscribe with after=<last sequence>"))).await;
-                    let _ = sink.send(Message::Close(Some((poem::web::websocket::CloseCode::Policy, "too slow".into())))).await;
+                    let _ = deliver(&mut sink, error(format!("too slow: {missed} events were dropped; reconnect and subscribe with after=<last sequence>"))).await;
+                    let _ = deliver(&mut sink, Message::Close(Some((poem::web::websocket::CloseCode::Policy, "too slow".into())))).await;
                     break;
                 }
                 Err(RecvError::Closed) => break,
@@ -173,7 +184,7 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
                     break;
                 }
                 answered_ping = false;
-                if sink.send(Message::Ping(Vec::new())).await.is_err() {
+                if !deliver(&mut sink, Message::Ping(Vec::new())).await {
                     break;
                 }
             }
@@ -181,7 +192,7 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
                 if let Some(sub) = subscriptions.get("stats") {
                     let project = sub.filter.get("projectId").and_then(Value::as_str).unwrap_or(&app.default_project).to_string();
                     let message = stats_message(&app, &project, subscriptions.len());
-                    if sink.send(Message::Text(message.to_string())).await.is_err() {
+                    if !deliver(&mut sink, Message::Text(message.to_string())).await {
                         break;
                     }
                 }
