@@ -49,29 +49,14 @@ async fn main() {
         .run(hook),
     );
 
-    let port = support::free_port();
-    let mut weft = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("serve")
-        .env("NATS_URL", &server.url)
-        .env("API_HOST", "127.0.0.1")
-        .env("API_PORT", port.to_string())
-        .env("LOG_LEVEL", "warn")
-        .env("WEFT_SPINUP_TIMEOUT_MS", "600000")
-        .spawn()
-        .expect("weft serve");
-    let base = format!("http://127.0.0.1:{port}");
+    let weft = support::start_weft(
+        env!("CARGO_BIN_EXE_weft"),
+        &server.url,
+        &[("WEFT_SPINUP_TIMEOUT_MS", "600000")],
+    )
+    .await;
+    let base = weft.base.clone();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "weft did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let target = serde_json::json!({
         "name": "hook", "agentType": "claude-code", "capabilities": ["bench"], "boundaries": ["personal"],
         "mechanism": "webhook", "maxAgents": 1000,
@@ -116,6 +101,5 @@ async fn main() {
         t.elapsed(),
         &mut latencies,
     );
-    let _ = weft.kill();
-    let _ = weft.wait();
+    drop(weft);
 }

@@ -36,28 +36,9 @@ async fn main() {
     let (subscribers, events) = (env("BENCH_SUBSCRIBERS", 1000), env("BENCH_EVENTS", 200));
     weft::mechanism::install_crypto_provider();
     let server = support::nats_server("default");
-    let port = support::free_port();
-    let mut weft = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["serve"])
-        .env("NATS_URL", &server.url)
-        .env("API_HOST", "127.0.0.1")
-        .env("API_PORT", port.to_string())
-        .env("LOG_LEVEL", "warn")
-        .spawn()
-        .expect("weft serve");
-    let base = format!("http://127.0.0.1:{port}");
+    let weft = support::start_weft(env!("CARGO_BIN_EXE_weft"), &server.url, &[]).await;
+    let (port, base) = (weft.port, weft.base.clone());
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "weft did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let mut clients = Vec::new();
@@ -133,6 +114,5 @@ async fn main() {
         "deliveries missing",
         subscribers * events - delivered
     );
-    let _ = weft.kill();
-    let _ = weft.wait();
+    drop(weft);
 }

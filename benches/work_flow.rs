@@ -122,30 +122,14 @@ async fn main() {
         .unwrap_or(2_000);
     let sync = std::env::var("BENCH_SYNC").unwrap_or_else(|_| "default".into());
     let server = support::nats_server(&sync);
-    let port = support::free_port();
-    let mut weft = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("serve")
-        .env("NATS_URL", &server.url)
-        .env("API_HOST", "127.0.0.1")
-        .env("API_PORT", port.to_string())
-        .env("LOG_LEVEL", "warn")
-        .env("WEFT_SNAPSHOT_EVERY", "0")
-        .spawn()
-        .expect("weft serve");
-    let base = format!("http://127.0.0.1:{port}");
-    weft::mechanism::install_crypto_provider();
+    let weft = support::start_weft(
+        env!("CARGO_BIN_EXE_weft"),
+        &server.url,
+        &[("WEFT_SNAPSHOT_EVERY", "0")],
+    )
+    .await;
+    let base = weft.base.clone();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "weft did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let client = async_nats::connect(&server.url).await.expect("connect");
     println!(
         "{items} items, nats-server sync: {sync}, {} cores\n",
@@ -269,6 +253,5 @@ async fn main() {
         "  events/s of the end-to-end run / raw concurrent appends",
         e2e * 4.0 / raw_concurrent
     );
-    let _ = weft.kill();
-    let _ = weft.wait();
+    drop(weft);
 }

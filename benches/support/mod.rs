@@ -143,3 +143,47 @@ pub async fn raw_appends(js: &jetstream::Context, n: usize, payload: &[u8]) -> (
     );
     (sequential, concurrent)
 }
+
+/// A `weft serve` of its own, on a free loopback port; stopped when dropped.
+pub struct WeftProcess {
+    pub port: u16,
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl Drop for WeftProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `weft serve` (the binary is passed in: only benchmarks know its path) against
+/// `nats_url` with `env`, and waits until it is healthy.
+pub async fn start_weft(binary: &str, nats_url: &str, env: &[(&str, &str)]) -> WeftProcess {
+    weft::mechanism::install_crypto_provider();
+    let port = free_port();
+    let child = std::process::Command::new(binary)
+        .arg("serve")
+        .env("NATS_URL", nats_url)
+        .env("API_HOST", "127.0.0.1")
+        .env("API_PORT", port.to_string())
+        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("weft serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "weft did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    WeftProcess { port, base, child }
+}
