@@ -8,77 +8,43 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    all_events, call, client, fast_env, free_port, poll_until, submit_body, AgentProcess,
-    NatsServer, Weft,
+    all_events, call, client, fast_env, poll_until, submit_body, AgentProcess, NatsServer, Seen,
+    Weft,
 };
 use serde_json::{json, Value};
 
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    authorization: String,
-    body: String,
-}
-
+/// A stand-in Kubernetes API: Job create, list and delete in namespace `agents`, 403 in
+/// namespace `forbidden`, 401 without the right token.
 fn stand_in_api() -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let port = free_port();
-    let recorded = seen.clone();
-    let app = poem::endpoint::make(move |mut req: poem::Request| {
-        let recorded = recorded.clone();
-        async move {
-            let body = req.take_body().into_string().await.unwrap_or_default();
-            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
-            let authorization = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            recorded.lock().expect("lock").push(Seen {
-                method: method.clone(),
-                path: path.clone(),
-                authorization: authorization.clone(),
-                body: body.clone(),
-            });
-            let status = |code: u16, reason: &str| json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": if code < 400 { "Success" } else { "Failure" }, "reason": reason, "message": reason, "code": code});
-            let (code, answer) = if authorization != "Bearer k8s-token" {
-                (401, status(401, "Unauthorized"))
-            } else if path.starts_with("/apis/batch/v1/namespaces/forbidden/") {
-                (403, status(403, "Forbidden"))
-            } else if method == "POST" && path == "/apis/batch/v1/namespaces/agents/jobs" {
-                let mut job: Value = serde_json::from_str(&body).unwrap_or_default();
-                job["metadata"]["uid"] = json!("uid-1");
-                (201, job)
-            } else if method == "GET" && path == "/apis/batch/v1/namespaces/agents/jobs" {
-                (
-                    200,
-                    json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": []}),
-                )
-            } else if method == "DELETE"
-                && path.starts_with("/apis/batch/v1/namespaces/agents/jobs/")
-            {
-                (200, status(200, "Deleted"))
-            } else {
-                (404, status(404, "NotFound"))
-            };
-            poem::Response::builder()
-                .status(poem::http::StatusCode::from_u16(code).expect("status"))
-                .content_type("application/json")
-                .body(answer.to_string())
-        }
-    });
-    tokio::spawn(
-        poem::Server::new(poem::listener::TcpListener::bind(format!(
-            "127.0.0.1:{port}"
-        )))
-        .run(app),
-    );
-    common::wait_until("the stand-in API", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (format!("http://127.0.0.1:{port}"), seen)
+    common::stand_in(|r| {
+        let status = |code: u16, reason: &str| json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": if code < 400 { "Success" } else { "Failure" }, "reason": reason, "message": reason, "code": code});
+        let authorization = r
+            .headers
+            .get("authorization")
+            .map(String::as_str)
+            .unwrap_or_default();
+        let (code, answer) = if authorization != "Bearer k8s-token" {
+            (401, status(401, "Unauthorized"))
+        } else if r.path.starts_with("/apis/batch/v1/namespaces/forbidden/") {
+            (403, status(403, "Forbidden"))
+        } else if r.method == "POST" && r.path == "/apis/batch/v1/namespaces/agents/jobs" {
+            let mut job: Value = serde_json::from_str(&r.body).unwrap_or_default();
+            job["metadata"]["uid"] = json!("uid-1");
+            (201, job)
+        } else if r.method == "GET" && r.path == "/apis/batch/v1/namespaces/agents/jobs" {
+            (
+                200,
+                json!({"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": []}),
+            )
+        } else if r.method == "DELETE"
+            && r.path.starts_with("/apis/batch/v1/namespaces/agents/jobs/")
+        {
+            (200, status(200, "Deleted"))
+        } else {
+            (404, status(404, "NotFound"))
+        };
+        (code, answer.to_string())
+    })
 }
 
 fn kubeconfig(dir: &std::path::Path, server: &str) -> String {
@@ -145,7 +111,7 @@ async fn jobs_are_created_for_pending_work_and_deleted_on_scale_down() {
         .find(|s| s.method == "POST")
         .cloned()
         .expect("a Job was created");
-    assert_eq!(create.authorization, "Bearer k8s-token");
+    assert_eq!(create.headers["authorization"], "Bearer k8s-token");
     let job: Value = serde_json::from_str(&create.body).expect("json");
     let name = job["metadata"]["name"].as_str().expect("name").to_string();
     assert!(

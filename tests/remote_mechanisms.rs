@@ -4,71 +4,22 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    all_events, call, client, fast_env, free_port, poll_until, submit_body, AgentProcess,
-    NatsServer, Weft,
+    all_events, call, client, fast_env, poll_until, submit_body, AgentProcess, NatsServer, Seen,
+    Weft,
 };
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// An HTTP server that records requests and answers `status(method, path)`.
+/// A stand-in that answers `status(method, path)` with an empty JSON object.
 fn stand_in(
     status: impl Fn(&str, &str) -> u16 + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let port = free_port();
-    let recorded = seen.clone();
-    let status = Arc::new(status);
-    let app = poem::endpoint::make(move |mut req: poem::Request| {
-        let (recorded, status) = (recorded.clone(), status.clone());
-        async move {
-            let body = req.take_body().into_string().await.unwrap_or_default();
-            let headers = req
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        v.to_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
-            let code = status(&method, &path);
-            recorded.lock().expect("lock").push(Seen {
-                method,
-                path,
-                headers,
-                body,
-            });
-            poem::Response::builder()
-                .status(poem::http::StatusCode::from_u16(code).expect("status"))
-                .body("{}")
-        }
-    });
-    tokio::spawn(
-        poem::Server::new(poem::listener::TcpListener::bind(format!(
-            "127.0.0.1:{port}"
-        )))
-        .run(app),
-    );
-    common::wait_until("the stand-in server", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (format!("http://127.0.0.1:{port}"), seen)
+    common::stand_in(move |r| (status(&r.method, &r.path), "{}".to_string()))
 }
 
 /// Plays the remote side: starts an agent for each spin-up that reaches it.

@@ -449,3 +449,58 @@ pub fn submit_body(description: &str, capability: &str, boundary: &str, priority
         "priority": priority,
     })
 }
+
+/// A request a stand-in server received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+}
+
+/// An HTTP server on 127.0.0.1 standing in for GitHub, a webhook receiver or the
+/// Kubernetes API: it records every request and answers `respond(request)` = (status, JSON).
+pub fn stand_in(
+    respond: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>> = Default::default();
+    let port = free_port();
+    let (recorded, respond) = (seen.clone(), std::sync::Arc::new(respond));
+    let app = poem::endpoint::make(move |mut req: poem::Request| {
+        let (recorded, respond) = (recorded.clone(), respond.clone());
+        async move {
+            let request = Seen {
+                method: req.method().to_string(),
+                path: req.uri().path().to_string(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            v.to_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect(),
+                body: req.take_body().into_string().await.unwrap_or_default(),
+            };
+            let (code, body) = respond(&request);
+            recorded.lock().expect("lock").push(request);
+            poem::Response::builder()
+                .status(poem::http::StatusCode::from_u16(code).expect("status"))
+                .content_type("application/json")
+                .body(body)
+        }
+    });
+    tokio::spawn(
+        poem::Server::new(poem::listener::TcpListener::bind(format!(
+            "127.0.0.1:{port}"
+        )))
+        .run(app),
+    );
+    wait_until("the stand-in server", Duration::from_secs(5), || {
+        listening(port)
+    });
+    (format!("http://127.0.0.1:{port}"), seen)
+}
