@@ -53,6 +53,17 @@ pub struct Decision {
     pub expect: Expect,
 }
 
+impl Decision {
+    /// The next event on an aggregate whose last event is at stream sequence `version`.
+    pub fn next(aggregate_id: impl Into<String>, version: u64, event: Event) -> Self {
+        Decision {
+            aggregate_id: aggregate_id.into(),
+            event,
+            expect: Expect::AggregateAt(version),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum CommandError<R> {
     /// The decision refused the command (validation, not found, conflict of names...).

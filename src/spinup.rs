@@ -8,7 +8,6 @@ use events::Event;
 use projections::{HealthStatus, Project, SpinUpStatus, State, Target, TargetStatus, Work};
 
 use crate::commands::{Decision, Rejection};
-use crate::store::Expect;
 use crate::work::{self, RoutingPolicy};
 
 #[derive(Clone, Debug)]
@@ -117,9 +116,10 @@ pub fn decide_trigger(
             target.name, target.max_agents
         )));
     }
-    Ok(Some(Decision {
-        aggregate_id: spin_up_id.to_string(),
-        event: Event::SpinUpTriggered(SpinUpTriggered {
+    Ok(Some(Decision::next(
+        spin_up_id.to_string(),
+        0,
+        Event::SpinUpTriggered(SpinUpTriggered {
             target_id: target.id.clone(),
             target_name: target.name.clone(),
             agent_type: target.agent_type.clone(),
@@ -128,8 +128,7 @@ pub fn decide_trigger(
             capability: work.map(|w| w.capability.clone()),
             boundary: work.map(|w| w.boundary.clone()),
         }),
-        expect: Expect::AggregateAt(0),
-    }))
+    )))
 }
 
 fn transition(
@@ -146,11 +145,7 @@ fn transition(
     if !allowed(spin_up.status) {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event,
-        expect: Expect::AggregateAt(spin_up.version),
-    }))
+    Ok(Some(Decision::next(id, spin_up.version, event)))
 }
 
 /// Also after `completed`: a fast agent may register before the mechanism has answered.

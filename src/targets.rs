@@ -545,11 +545,11 @@ pub fn decide_update(
         }
     }
     let event = errors.finish(event)?;
-    Ok(Some(Decision {
-        aggregate_id: target.id.clone(),
-        event: Event::TargetUpdated(event),
-        expect: Expect::AggregateAt(target.version),
-    }))
+    Ok(Some(Decision::next(
+        target.id.clone(),
+        target.version,
+        Event::TargetUpdated(event),
+    )))
 }
 
 /// `None` when the target already is enabled (nothing to record).
@@ -562,11 +562,11 @@ pub fn decide_enable(
     if target.status != TargetStatus::Disabled {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: target.id.clone(),
-        event: Event::TargetEnabled(TargetEnabled {}),
-        expect: Expect::AggregateAt(target.version),
-    }))
+    Ok(Some(Decision::next(
+        target.id.clone(),
+        target.version,
+        Event::TargetEnabled(TargetEnabled {}),
+    )))
 }
 
 /// `None` when the target already is disabled.
@@ -580,11 +580,11 @@ pub fn decide_disable(
     if target.status == TargetStatus::Disabled {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: target.id.clone(),
-        event: Event::TargetDisabled(TargetDisabled { reason }),
-        expect: Expect::AggregateAt(target.version),
-    }))
+    Ok(Some(Decision::next(
+        target.id.clone(),
+        target.version,
+        Event::TargetDisabled(TargetDisabled { reason }),
+    )))
 }
 
 pub fn decide_health_checked(
@@ -596,15 +596,15 @@ pub fn decide_health_checked(
     latency_ms: u64,
 ) -> Result<Option<Decision>, Rejection> {
     let target = find(state, project, key)?;
-    Ok(Some(Decision {
-        aggregate_id: target.id.clone(),
-        event: Event::TargetHealthChecked(events::spinup::TargetHealthChecked {
+    Ok(Some(Decision::next(
+        target.id.clone(),
+        target.version,
+        Event::TargetHealthChecked(events::spinup::TargetHealthChecked {
             healthy,
             error,
             latency_ms,
         }),
-        expect: Expect::AggregateAt(target.version),
-    }))
+    )))
 }
 
 pub fn decide_remove(
@@ -613,13 +613,13 @@ pub fn decide_remove(
     key: &str,
 ) -> Result<Option<Decision>, Rejection> {
     let target = find(state, project, key)?;
-    Ok(Some(Decision {
-        aggregate_id: target.id.clone(),
-        event: Event::TargetRemoved(TargetRemoved {}),
-        // Removal frees the name, so it moves the project's scope too; expecting the
-        // aggregate is enough because registrations expect the scope.
-        expect: Expect::AggregateAt(target.version),
-    }))
+    // Removal frees the name, so it moves the project's scope too; expecting the
+    // aggregate is enough because registrations expect the scope.
+    Ok(Some(Decision::next(
+        &target.id,
+        target.version,
+        Event::TargetRemoved(TargetRemoved {}),
+    )))
 }
 
 #[cfg(test)]

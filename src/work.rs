@@ -13,7 +13,6 @@ use projections::{Agent, AgentStatus, Project, State, Work, WorkStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::{Decision, Rejection};
-use crate::store::Expect;
 
 /// How work of one boundary may be routed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,11 +246,11 @@ pub fn decide_submit(
     {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::WorkSubmitted(submitted.clone()),
-        expect: Expect::AggregateAt(0),
-    }))
+    Ok(Some(Decision::next(
+        id.to_string(),
+        0,
+        Event::WorkSubmitted(submitted.clone()),
+    )))
 }
 
 /// The agent types that may take `work`, and the order in which to prefer them.
@@ -385,16 +384,16 @@ pub fn decide_next_assignment(
         .filter(|w| w.not_before_ms.is_none_or(|t| t <= now_ms))
         .find_map(|w| {
             let (agent, reason) = route(policy, p, w).ok()?;
-            Some(Decision {
-                aggregate_id: w.id.clone(),
-                event: Event::WorkAssigned(WorkAssigned {
+            Some(Decision::next(
+                w.id.clone(),
+                w.version,
+                Event::WorkAssigned(WorkAssigned {
                     agent_id: agent.id.clone(),
                     lease_id: lease_id.to_string(),
                     attempt: w.attempts + 1,
                     reason,
                 }),
-                expect: Expect::AggregateAt(w.version),
-            })
+            ))
         })
 }
 
@@ -471,14 +470,14 @@ pub fn decide_accept(
     if work.status == WorkStatus::InProgress {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::WorkStarted(WorkStarted {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        work.version,
+        Event::WorkStarted(WorkStarted {
             agent_id: agent.into(),
             lease_id: lease.into(),
         }),
-        expect: Expect::AggregateAt(work.version),
-    }))
+    )))
 }
 
 pub fn decide_progress(
@@ -494,16 +493,16 @@ pub fn decide_progress(
         lease_id: lease,
     } = by;
     let work = leased(state, project, by)?;
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::WorkProgressed(WorkProgressed {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        work.version,
+        Event::WorkProgressed(WorkProgressed {
             agent_id: agent.into(),
             lease_id: lease.into(),
             progress: progress.map(|p| p.min(100)),
             message: message.chars().take(4096).collect(),
         }),
-        expect: Expect::AggregateAt(work.version),
-    }))
+    )))
 }
 
 /// `None` when this lease already completed it (a repeated report).
@@ -525,17 +524,17 @@ pub fn decide_complete(
         return Ok(None);
     }
     let work = leased(state, project, by)?;
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::WorkCompleted(WorkCompleted {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        work.version,
+        Event::WorkCompleted(WorkCompleted {
             agent_id: agent.into(),
             lease_id: lease.into(),
             summary: summary.chars().take(16_384).collect(),
             output: output.map(|o| o.chars().take(262_144).collect()),
             artifacts,
         }),
-        expect: Expect::AggregateAt(work.version),
-    }))
+    )))
 }
 
 pub fn decide_fail(
@@ -553,17 +552,17 @@ pub fn decide_fail(
         lease_id: lease,
     } = by;
     let work = leased(state, project, by)?;
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::WorkFailed(WorkFailed {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        work.version,
+        Event::WorkFailed(WorkFailed {
             agent_id: agent.into(),
             lease_id: lease.into(),
             error: error.chars().take(16_384).collect(),
             recoverable,
             then: after_failure(work, recoverable, settings, now_ms),
         }),
-        expect: Expect::AggregateAt(work.version),
-    }))
+    )))
 }
 
 /// Takes back an assignment its agent did not accept in time.
@@ -579,16 +578,16 @@ pub fn decide_expire_unaccepted(
     if work.status != WorkStatus::Assigned || work.lease_id.as_deref() != Some(lease) {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::WorkLeaseExpired(WorkLeaseExpired {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        work.version,
+        Event::WorkLeaseExpired(WorkLeaseExpired {
             agent_id: work.assigned_to.clone().unwrap_or_default(),
             lease_id: lease.into(),
             reason: "not accepted in time".into(),
             then: after_failure(work, true, settings, now_ms),
         }),
-        expect: Expect::AggregateAt(work.version),
-    }))
+    )))
 }
 
 /// `None` when already cancelled.
@@ -605,22 +604,22 @@ pub fn decide_cancel(
             "Cannot cancel work in {} state",
             work.status.as_str()
         ))),
-        _ => Ok(Some(Decision {
-            aggregate_id: id.to_string(),
-            event: Event::WorkCancelled(WorkCancelled { reason }),
-            expect: Expect::AggregateAt(work.version),
-        })),
+        _ => Ok(Some(Decision::next(
+            id.to_string(),
+            work.version,
+            Event::WorkCancelled(WorkCancelled { reason }),
+        ))),
     }
 }
 
 pub fn decide_retry(state: &State, project: &str, id: &str) -> Result<Option<Decision>, Rejection> {
     let work = find(state, project, id)?;
     match work.status {
-        WorkStatus::DeadLettered | WorkStatus::Failed => Ok(Some(Decision {
-            aggregate_id: id.to_string(),
-            event: Event::WorkRetried(WorkRetried {}),
-            expect: Expect::AggregateAt(work.version),
-        })),
+        WorkStatus::DeadLettered | WorkStatus::Failed => Ok(Some(Decision::next(
+            id.to_string(),
+            work.version,
+            Event::WorkRetried(WorkRetried {}),
+        ))),
         other => Err(Rejection::Conflict(format!(
             "Only dead-lettered or failed work can be retried; this item is {}",
             other.as_str()
@@ -638,11 +637,11 @@ pub fn decide_register_agent(
         .project(project)
         .and_then(|p| p.agents.get(id))
         .map_or(0, |a| a.version);
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::AgentRegistered(registration.clone()),
-        expect: Expect::AggregateAt(version),
-    }))
+    Ok(Some(Decision::next(
+        id.to_string(),
+        version,
+        Event::AgentRegistered(registration.clone()),
+    )))
 }
 
 /// Marks an agent offline and frees every lease it held. `None` if it already is offline.
@@ -676,14 +675,14 @@ pub fn decide_agent_offline(
             })
         })
         .collect();
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::AgentWentOffline(AgentWentOffline {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        agent.version,
+        Event::AgentWentOffline(AgentWentOffline {
             reason: reason.into(),
             freed,
         }),
-        expect: Expect::AggregateAt(agent.version),
-    }))
+    )))
 }
 
 /// `None` when a shutdown was already requested.
@@ -704,14 +703,14 @@ pub fn decide_shutdown(
     if agent.shutdown_requested.is_some() {
         return Ok(None);
     }
-    Ok(Some(Decision {
-        aggregate_id: id.to_string(),
-        event: Event::AgentShutdownRequested(AgentShutdownRequested {
+    Ok(Some(Decision::next(
+        id.to_string(),
+        agent.version,
+        Event::AgentShutdownRequested(AgentShutdownRequested {
             reason: reason.into(),
             graceful,
         }),
-        expect: Expect::AggregateAt(agent.version),
-    }))
+    )))
 }
 
 #[cfg(test)]

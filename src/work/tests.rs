@@ -2,6 +2,7 @@ use events::work::*;
 use events::{Envelope, Event};
 
 use super::*;
+use crate::store::Expect;
 
 /// State plus the server's side of optimistic concurrency: the last sequence per subject.
 struct World {
