@@ -8,14 +8,14 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, consumer, stream};
+use decide::Expect;
 use events::target::{LocalConfig, MechanismConfig, TargetRegistered};
 use events::{AggregateKind, Envelope, Event, SCHEMA_VERSION};
 use futures::StreamExt;
-use weft::store::{EventStore, Expect};
+use weft::store::{Entry, EventStore};
 
 fn envelope(i: usize) -> Envelope {
     Envelope {
@@ -103,7 +103,13 @@ async fn main() {
         let e = envelope(i);
         let s = Instant::now();
         store
-            .append(&e, &Expect::AggregateAt(0), None)
+            .append(
+                &[Entry {
+                    envelope: &e,
+                    expect: &Expect::AggregateAt(0),
+                }],
+                None,
+            )
             .await
             .expect("append");
         lat.push(s.elapsed());
@@ -162,7 +168,13 @@ async fn main() {
                 let mut e = envelope(i);
                 e.aggregate_id = format!("c{i}");
                 store
-                    .append(&e, &Expect::AggregateAt(0), None)
+                    .append(
+                        &[Entry {
+                            envelope: &e,
+                            expect: &Expect::AggregateAt(0),
+                        }],
+                        None,
+                    )
                     .await
                     .expect("append");
             }
@@ -205,9 +217,14 @@ async fn main() {
         &mut [],
     );
     let t = Instant::now();
-    let projection = weft::projector::start(store.clone(), 0, Arc::new(tokio::sync::Notify::new()))
-        .await
-        .expect("replay");
+    let projection = weft::projector::start(
+        store.clone(),
+        0,
+        weft::nats::connections(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("replay");
     let replay = support::row(
         "replay: read + decode + fold into projections",
         total,

@@ -74,7 +74,7 @@ async fn main() {
     let t = Instant::now();
     for i in 0..items {
         let key = format!("spin-{i}");
-        let id = weft::work::id_for_key("default", &key);
+        let id = weft::api::work::id_for_key("default", &key);
         let (tx, rx) = tokio::sync::oneshot::channel();
         arrivals.lock().expect("lock").insert(id, tx);
         let body =

@@ -173,7 +173,7 @@ async fn main() {
     for i in 0..samples {
         let key = format!("latency-{i}");
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let id = weft::work::id_for_key("default", &key);
+        let id = weft::api::work::id_for_key("default", &key);
         waiters.lock().expect("lock").insert(id, tx);
         let start = Instant::now();
         let response = http

@@ -529,12 +529,11 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
             "agent id '{id}' must be letters, digits, '-' or '_'"
         ));
     }
-    let reconnected = Arc::new(Notify::new());
     let client = crate::nats::connect(
         &config.nats_url,
         config.nats_user.as_deref(),
         config.nats_pass.as_deref(),
-        reconnected,
+        crate::nats::connections(),
     )
     .await;
     let mut pushes = client

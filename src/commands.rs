@@ -6,33 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use events::{Envelope, Event, SCHEMA_VERSION};
-use projections::State;
+use decide::{Command, Rejection, Settings};
+use events::{Envelope, SCHEMA_VERSION};
 
 use crate::projector::Projection;
-use crate::store::{AppendError, EventStore, Expect};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    Invalid(Vec<FieldError>),
-    NotFound(String),
-    Conflict(String),
-}
-
-impl Rejection {
-    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Rejection::Invalid(vec![FieldError {
-            field: field.into(),
-            message: message.into(),
-        }])
-    }
-}
+use crate::store::{Entry, EventStore, StoreError};
 
 /// Who is asking, and what caused the request.
 #[derive(Clone, Debug)]
@@ -45,29 +23,10 @@ pub struct CommandContext {
     pub causation_id: Option<String>,
 }
 
-/// What a decision wants recorded.
-#[derive(Clone, Debug)]
-pub struct Decision {
-    pub aggregate_id: String,
-    pub event: Event,
-    pub expect: Expect,
-}
-
-impl Decision {
-    /// The next event on an aggregate whose last event is at stream sequence `version`.
-    pub fn next(aggregate_id: impl Into<String>, version: u64, event: Event) -> Self {
-        Decision {
-            aggregate_id: aggregate_id.into(),
-            event,
-            expect: Expect::AggregateAt(version),
-        }
-    }
-}
-
 #[derive(Debug)]
-pub enum CommandError<R> {
-    /// The decision refused the command (validation, not found, conflict of names...).
-    Rejected(R),
+pub enum CommandError {
+    /// The rules refused the command (validation, not found, a name taken...).
+    Rejected(Rejection),
     /// The log kept moving under us; the client may retry.
     Contended,
     Unavailable(String),
@@ -85,16 +44,18 @@ const READ_YOUR_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Commands {
     store: EventStore,
     projection: Arc<Projection>,
+    settings: Arc<Settings>,
     /// One writer at a time per project within this process, so concurrent requests queue
     /// instead of conflicting; the expectations still guard against other processes.
     project_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Commands {
-    pub fn new(store: EventStore, projection: Arc<Projection>) -> Self {
+    pub fn new(store: EventStore, projection: Arc<Projection>, settings: Arc<Settings>) -> Self {
         Self {
             store,
             projection,
+            settings,
             project_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -103,60 +64,85 @@ impl Commands {
         &self.projection
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     fn lock_for(&self, project: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.project_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(project.to_string()).or_default().clone()
     }
 
-    /// Decides with `decide` and records the event. `decide` returning `Ok(None)` means
-    /// there is nothing to record (the state already is what was asked).
-    pub async fn execute<R>(
+    /// Decides `command` against the project's state and records its events, all or none.
+    /// Nothing to record (the state already is what was asked) is an empty list.
+    pub async fn execute(
         &self,
         ctx: &CommandContext,
         project: &str,
-        decide: impl Fn(&State) -> Result<Option<Decision>, R>,
-    ) -> Result<Option<Recorded>, CommandError<R>> {
+        command: impl Into<Command>,
+    ) -> Result<Vec<Recorded>, CommandError> {
+        let command = command.into();
         let lock = self.lock_for(project);
         let _guard = lock.lock().await;
         for _ in 0..MAX_ATTEMPTS {
-            let Some(decision) = self
+            let decisions = self
                 .projection
-                .read(&decide)
-                .map_err(CommandError::Rejected)?
-            else {
-                return Ok(None);
-            };
-            let envelope = Envelope {
-                id: ulid::Ulid::generate().to_string(),
-                project: project.to_string(),
-                aggregate: decision.event.aggregate_kind(),
-                aggregate_id: decision.aggregate_id,
-                schema_version: SCHEMA_VERSION,
-                time_ms: crate::time::now_ms(),
-                actor: ctx.actor.clone(),
-                correlation_id: ctx.correlation_id.clone(),
-                causation_id: ctx.causation_id.clone(),
-                event: decision.event,
-            };
-            match self.store.append(&envelope, &decision.expect, None).await {
+                .read(|s| decide::decide(&command, s.project_or_empty(project), &self.settings))
+                .map_err(CommandError::Rejected)?;
+            if decisions.is_empty() {
+                return Ok(vec![]);
+            }
+            let time_ms = crate::time::now_ms();
+            let envelopes: Vec<Envelope> = decisions
+                .iter()
+                .map(|d| Envelope {
+                    id: ulid::Ulid::generate().to_string(),
+                    project: project.to_string(),
+                    aggregate: d.event.aggregate_kind(),
+                    aggregate_id: d.aggregate_id.clone(),
+                    schema_version: SCHEMA_VERSION,
+                    time_ms,
+                    actor: ctx.actor.clone(),
+                    correlation_id: ctx.correlation_id.clone(),
+                    causation_id: ctx.causation_id.clone(),
+                    event: d.event.clone(),
+                })
+                .collect();
+            let entries: Vec<Entry> = envelopes
+                .iter()
+                .zip(&decisions)
+                .map(|(envelope, d)| Entry {
+                    envelope,
+                    expect: &d.expect,
+                })
+                .collect();
+            match self.store.append(&entries, None).await {
                 Ok(appended) => {
-                    let applied = self.projection.apply_if_next(appended.sequence, &envelope)
+                    let recorded: Vec<Recorded> = appended
+                        .iter()
+                        .zip(envelopes)
+                        .map(|(a, envelope)| Recorded {
+                            sequence: a.sequence,
+                            envelope,
+                        })
+                        .collect();
+                    let last = recorded.last().map_or(0, |r| r.sequence);
+                    let applied = recorded
+                        .iter()
+                        .all(|r| self.projection.apply_if_next(r.sequence, &r.envelope))
                         || self
                             .projection
-                            .wait_for(appended.sequence, READ_YOUR_WRITE_TIMEOUT)
+                            .wait_for(last, READ_YOUR_WRITE_TIMEOUT)
                             .await;
                     if !applied {
                         tracing::warn!(
-                            sequence = appended.sequence,
+                            sequence = last,
                             "recorded, but the projection has not caught up yet"
                         );
                     }
-                    return Ok(Some(Recorded {
-                        sequence: appended.sequence,
-                        envelope,
-                    }));
+                    return Ok(recorded);
                 }
-                Err(AppendError::Conflict) => {
+                Err(StoreError::Conflict) => {
                     let head = self
                         .store
                         .last_sequence()
@@ -168,7 +154,7 @@ impl Commands {
                             .await;
                     }
                 }
-                Err(AppendError::Unavailable(e)) => return Err(CommandError::Unavailable(e)),
+                Err(StoreError::Unavailable(e)) => return Err(CommandError::Unavailable(e)),
             }
         }
         Err(CommandError::Contended)

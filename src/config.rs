@@ -114,26 +114,51 @@ impl ServeConfig {
                 self.nats_sync
             ));
         }
-        if self.agent_timeout_ms <= self.heartbeat_interval_ms {
-            return Err(
-                "WEFT_AGENT_TIMEOUT_MS must be longer than WEFT_HEARTBEAT_INTERVAL_MS".into(),
-            );
-        }
+        self.timing()
+            .check()
+            .map_err(|e| format!("WEFT_AGENT_TIMEOUT_MS / WEFT_HEARTBEAT_INTERVAL_MS: {e}"))?;
         if !(1..=100).contains(&self.max_attempts) {
             return Err("WEFT_MAX_ATTEMPTS must be between 1 and 100".into());
         }
         Ok(())
     }
 
-    pub fn policy(&self) -> Result<crate::work::RoutingPolicy, String> {
+    pub fn policy(&self) -> Result<decide::routing::RoutingPolicy, String> {
         match &self.routing_policy {
             None => Ok(Default::default()),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                crate::work::RoutingPolicy::from_json(&text)
+                decide::routing::RoutingPolicy::from_json(&text)
                     .map_err(|e| format!("{}: {e}", path.display()))
             }
         }
+    }
+
+    pub fn timing(&self) -> decide::schedule::Timing {
+        decide::schedule::Timing {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            agent_timeout_ms: self.agent_timeout_ms,
+            accept_timeout_ms: self.accept_timeout_ms,
+            spin_up_timeout_ms: self.spin_up_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            scale_down_grace_ms: self.scale_down_grace_ms,
+        }
+    }
+
+    /// Everything the rules read, from these settings and the policy file.
+    pub fn settings(&self) -> Result<decide::Settings, String> {
+        Ok(decide::Settings {
+            routing: self.policy()?,
+            retry: decide::work::RetryPolicy {
+                default_max_attempts: self.max_attempts,
+                base_ms: self.retry_backoff_ms,
+                max_ms: 60_000,
+            },
+            spin_up: decide::routing::SpinUpPolicy {
+                cooldown_ms: self.spin_up_cooldown_ms,
+            },
+            timing: self.timing(),
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! Weft: a coordinator for fleets of AI coding agents, event-sourced on NATS JetStream.
 //!
 //! The edges (NATS, HTTP, processes) live here; deciding and folding are pure and live in
-//! [`targets`] and the `projections` crate.
+//! the `decide` and `projections` crates.
 
 pub mod agent;
 pub mod api;
@@ -17,8 +17,5 @@ pub mod projector;
 pub mod protocol;
 pub mod registry;
 pub mod serve;
-pub mod spinup;
 pub mod store;
-pub mod targets;
 pub mod time;
-pub mod work;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use async_nats::{Client, ConnectOptions, Event};
 
@@ -40,11 +40,19 @@ pub fn split_credentials(raw: &str) -> (String, Option<(String, String)>) {
     (url.to_string(), Some(credentials))
 }
 
+/// Counts (re)connections to NATS; subscribers learn that server-side state such as
+/// consumers may be gone, and that others could not reach us meanwhile.
+pub type Connections = Arc<watch::Sender<u64>>;
+
+pub fn connections() -> Connections {
+    Arc::new(watch::channel(0).0)
+}
+
 fn options(
     user: Option<&str>,
     pass: Option<&str>,
     url: &str,
-    connected: Arc<Notify>,
+    connected: Connections,
 ) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .name("weft")
@@ -57,7 +65,7 @@ fn options(
                     Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
                     Event::Connected => {
                         tracing::info!("NATS connection (re)established");
-                        connected.notify_one();
+                        connected.send_modify(|n| *n += 1);
                     }
                     other => tracing::debug!("NATS: {other}"),
                 }
@@ -74,13 +82,13 @@ fn options(
     options
 }
 
-/// Connects, retrying until it works. Cancel by dropping the future. `connected` is
-/// notified at every (re)connection: server-side state such as consumers may be gone.
+/// Connects, retrying until it works. Cancel by dropping the future. `connected` counts
+/// every (re)connection after the first.
 pub async fn connect(
     url: &str,
     user: Option<&str>,
     pass: Option<&str>,
-    connected: Arc<Notify>,
+    connected: Connections,
 ) -> Client {
     let mut backoff = Duration::from_millis(250);
     let mut attempt = 1u32;

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use projections::State;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::store::{AppendError, EventStore};
+use crate::nats::Connections;
+use crate::store::{EventStore, StoreError};
 
 /// An event as folded in, with its stream sequence: what live views are sent.
 pub type Applied = Arc<(u64, events::Envelope)>;
@@ -113,14 +115,15 @@ impl Projection {
 
 /// Loads the snapshot, replays the log up to its current end, and keeps the projection
 /// live in the background. Returns once the replay has caught up.
-/// `reconnected` is notified when the NATS connection comes back: the consumer we were
+/// `connections` changes when the NATS connection comes back: the consumer we were
 /// reading from may have died with the server, so the fold resumes on a new one at once
 /// rather than when the old one's heartbeats time out.
 pub async fn start(
     store: EventStore,
     snapshot_every: u64,
-    reconnected: Arc<Notify>,
-) -> Result<Arc<Projection>, AppendError> {
+    connections: Connections,
+    shutdown: CancellationToken,
+) -> Result<Arc<Projection>, StoreError> {
     let started = Instant::now();
     let state = match store.load_snapshot().await? {
         Some((sequence, bytes)) => match State::from_snapshot(&bytes) {
@@ -145,7 +148,8 @@ pub async fn start(
         store,
         projection.clone(),
         snapshot_every,
-        reconnected,
+        connections.subscribe(),
+        shutdown,
     ));
     while !projection.wait_for(end, Duration::from_secs(2)).await {
         tracing::info!(
@@ -167,7 +171,8 @@ async fn follow(
     store: EventStore,
     projection: Arc<Projection>,
     snapshot_every: u64,
-    reconnected: Arc<Notify>,
+    mut connections: watch::Receiver<u64>,
+    shutdown: CancellationToken,
 ) {
     let mut last_snapshot = projection.sequence();
     let mut saving: Option<tokio::task::JoinHandle<()>> = None;
@@ -180,7 +185,8 @@ async fn follow(
                 loop {
                     let message = tokio::select! {
                         message = messages.next() => message,
-                        _ = reconnected.notified() => {
+                        _ = shutdown.cancelled() => return,
+                        Ok(()) = connections.changed() => {
                             tracing::info!(from = projection.sequence() + 1, "resuming the event log after reconnecting");
                             break;
                         }
@@ -228,7 +234,10 @@ async fn follow(
             }
             Err(e) => tracing::warn!("cannot follow the event log: {e}"),
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

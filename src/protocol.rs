@@ -147,13 +147,16 @@ pub struct Reply<T> {
     pub data: Option<T>,
 }
 
-/// Codes of failed replies.
+/// Codes of failed replies: one per kind of [`decide::Rejection`], plus `unavailable`.
 pub mod codes {
     /// The request is malformed: do not retry it.
     pub const INVALID: &str = "invalid";
     /// The agent's lease on the item is gone (cancelled, reassigned): stop working on it.
     pub const LEASE_LOST: &str = "lease-lost";
     pub const NOT_FOUND: &str = "not-found";
+    /// The aggregate's state does not allow it (an offline agent, a finished item).
+    pub const WRONG_STATE: &str = "wrong-state";
+    pub const NAME_TAKEN: &str = "name-taken";
     /// Weft could not record it now: retry.
     pub const UNAVAILABLE: &str = "unavailable";
 }

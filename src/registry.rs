@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 pub const BUCKET: &str = "agent-registry";
 
@@ -50,15 +51,21 @@ impl WarpRegistry {
         }
     }
 
-    /// Follows the bucket for as long as the process runs, re-opening it after errors.
-    pub async fn watch(&self, js: jetstream::Context) {
+    /// Follows the bucket until `shutdown`, re-opening it after errors.
+    pub async fn watch(&self, js: jetstream::Context, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.follow(&js).await {
-                Ok(()) => tracing::debug!("registry watch ended; reopening"),
-                Err(e) => tracing::warn!("cannot watch the {BUCKET} bucket: {e}"),
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                outcome = self.follow(&js) => match outcome {
+                    Ok(()) => tracing::debug!("registry watch ended; reopening"),
+                    Err(e) => tracing::warn!("cannot watch the {BUCKET} bucket: {e}"),
+                },
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }

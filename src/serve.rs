@@ -1,42 +1,45 @@
-//! `weft serve`: connect (or start the embedded NATS), migrate, rebuild state, serve.
+//! `weft serve`: connect (or start the embedded NATS), migrate, rebuild state, serve; on
+//! SIGINT or SIGTERM, stop every task through one shutdown signal and wait for them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::listener::TcpListener;
 use poem::Server;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use std::time::Duration;
-
 use crate::commands::Commands;
 use crate::config::ServeConfig;
-use crate::coordinator::{Coordinator, CoordinatorSettings, Timing};
+use crate::coordinator::Coordinator;
 use crate::embedded::EmbeddedNats;
 use crate::registry::WarpRegistry;
-use crate::spinup::SpinUpSettings;
 use crate::store::EventStore;
-use crate::work::WorkSettings;
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Cancels `shutdown` at the first SIGINT or SIGTERM.
+fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            },
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-    }
+        shutdown.cancel();
+    });
 }
 
 pub async fn run(config: ServeConfig) -> Result<(), String> {
     config.validate()?;
     // Read before anything starts, so a bad policy file fails fast.
-    config.policy()?;
+    let settings = config.settings()?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
     let embedded = match &config.nats_url {
         Some(_) => None,
         None => {
@@ -52,7 +55,12 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
             Some(started)
         }
     };
-    let result = serve(&config, embedded.as_ref().map(|e| e.url().to_string())).await;
+    let url = match &embedded {
+        Some(e) => e.url().to_string(),
+        None => config.nats_url.clone().unwrap_or_default(),
+    };
+    let result = serve(&config, settings, &url, shutdown.clone()).await;
+    shutdown.cancel();
     if let Some(embedded) = embedded {
         tokio::task::spawn_blocking(move || embedded.stop())
             .await
@@ -61,12 +69,16 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
     result
 }
 
-async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(), String> {
-    let url = embedded_url.or(config.nats_url.clone()).unwrap_or_default();
-    let reconnected = Arc::new(tokio::sync::Notify::new());
+async fn serve(
+    config: &ServeConfig,
+    settings: decide::Settings,
+    url: &str,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let connections = crate::nats::connections();
     let client = tokio::select! {
-        client = crate::nats::connect(&url, config.nats_user.as_deref(), config.nats_pass.as_deref(), reconnected.clone()) => client,
-        _ = shutdown_signal() => return Ok(()),
+        client = crate::nats::connect(url, config.nats_user.as_deref(), config.nats_pass.as_deref(), connections.clone()) => client,
+        _ = shutdown.cancelled() => return Ok(()),
     };
     let outcome = migrations::apply(&client, concat!("weft ", env!("CARGO_PKG_VERSION")))
         .await
@@ -80,56 +92,61 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     }
     let store = EventStore::new(client.clone());
     let projection = tokio::select! {
-        p = crate::projector::start(store.clone(), config.snapshot_every, reconnected) => p.map_err(|e| e.to_string())?,
-        _ = shutdown_signal() => return Ok(()),
+        p = crate::projector::start(store.clone(), config.snapshot_every, connections.clone(), shutdown.clone()) => p.map_err(|e| e.to_string())?,
+        _ = shutdown.cancelled() => return Ok(()),
     };
-    let commands = Arc::new(Commands::new(store.clone(), projection));
-    let ms = Duration::from_millis;
+    let commands = Arc::new(Commands::new(store.clone(), projection, Arc::new(settings)));
     let coordinator = Coordinator::new(
         commands.clone(),
         client.clone(),
-        CoordinatorSettings {
-            policy: config.policy()?,
-            work: WorkSettings {
-                default_max_attempts: config.max_attempts,
-                retry_base_ms: config.retry_backoff_ms,
-                retry_max_ms: 60_000,
-            },
-            spin_up: SpinUpSettings {
-                cooldown_ms: config.spin_up_cooldown_ms,
-            },
-            timing: Timing {
-                heartbeat_interval: ms(config.heartbeat_interval_ms),
-                agent_timeout: ms(config.agent_timeout_ms),
-                accept_timeout: ms(config.accept_timeout_ms),
-                spin_up_timeout: ms(config.spin_up_timeout_ms),
-                idle_timeout: ms(config.idle_timeout_ms),
-                scale_down_grace: ms(config.scale_down_grace_ms),
-            },
-            agent_nats_url: config.agent_nats_url.clone().unwrap_or_else(|| url.clone()),
-        },
+        config
+            .agent_nats_url
+            .clone()
+            .unwrap_or_else(|| url.to_string()),
     );
     let registry = Arc::new(WarpRegistry::default());
-    let tasks = [
-        tokio::spawn(coordinator.clone().run_scheduler()),
-        tokio::spawn({
-            let coordinator = coordinator.clone();
-            async move {
-                if let Err(e) = coordinator.serve_rpc().await {
-                    tracing::error!("{e}");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(coordinator.clone().run_scheduler(shutdown.clone()));
+    tasks.spawn({
+        let (coordinator, shutdown) = (coordinator.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = coordinator.serve_rpc(shutdown).await {
+                tracing::error!("{e}");
+            }
+        }
+    });
+    tasks.spawn({
+        let (registry, js, shutdown) = (
+            registry.clone(),
+            store.jetstream().clone(),
+            shutdown.clone(),
+        );
+        async move { registry.watch(js, shutdown).await }
+    });
+    tasks.spawn({
+        // After a reconnection, agents could not reach us: each gets a fresh window.
+        let (coordinator, mut changes, shutdown) = (
+            coordinator.clone(),
+            connections.subscribe(),
+            shutdown.clone(),
+        );
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = changes.changed() => match changed {
+                        Ok(()) => coordinator.reconnected(),
+                        Err(_) => return,
+                    },
                 }
             }
-        }),
-        tokio::spawn({
-            let (registry, js) = (registry.clone(), store.jetstream().clone());
-            async move { registry.watch(js).await }
-        }),
-    ];
+        }
+    });
     let state = Arc::new(AppState {
         live: crate::api::LiveState {
             connections: Default::default(),
             feed: tokio::sync::broadcast::channel(8192).0,
-            stats_interval: ms(config.ws_stats_interval_ms.max(100)),
+            stats_interval: Duration::from_millis(config.ws_stats_interval_ms.max(100)),
         },
         commands,
         coordinator: coordinator.clone(),
@@ -138,7 +155,7 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
         client: client.clone(),
         default_project: config.default_project.clone(),
     });
-    let feed = tokio::spawn(crate::api::ws::run_feed(state.clone()));
+    tasks.spawn(crate::api::ws::run_feed(state.clone(), shutdown.clone()));
     let tokens = config.tokens();
     if tokens.is_empty() {
         tracing::warn!("API_TOKENS is not set: the API accepts requests without authentication");
@@ -146,21 +163,27 @@ async fn serve(config: &ServeConfig, embedded_url: Option<String>) -> Result<(),
     let address = format!("{}:{}", config.api_host, config.api_port);
     let app = api::app(state, &tokens, config.max_body_bytes);
     tracing::info!(%address, "API listening; docs at /api/docs");
-    Server::new(TcpListener::bind(address.clone()))
+    let served = Server::new(TcpListener::bind(address.clone()))
         .run_with_graceful_shutdown(
             app,
-            shutdown_signal(),
-            Some(std::time::Duration::from_secs(10)),
+            shutdown.clone().cancelled_owned(),
+            Some(Duration::from_secs(10)),
         )
         .await
-        .map_err(|e| format!("cannot serve on {address}: {e}"))?;
-    for task in tasks {
-        task.abort();
+        .map_err(|e| format!("cannot serve on {address}: {e}"));
+    shutdown.cancel();
+    // Every task ends at the signal; wait for them rather than dropping them mid-step.
+    if tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10 s");
     }
-    feed.abort();
     coordinator.mechanisms.stop_owned().await;
     if let Err(e) = client.flush().await {
         tracing::warn!("could not flush NATS on exit: {e}");
     }
-    Ok(())
+    served
 }

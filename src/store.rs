@@ -5,21 +5,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv};
+use async_nats::jetstream::{
+    self, consumer,
+    context::{PublishError, PublishErrorKind},
+    kv,
+};
 use async_nats::HeaderMap;
+use decide::Expect;
 use events::Envelope;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-
-/// What the log must look like for an append to go through.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// The aggregate's last event is at this stream sequence (0: it has none yet).
-    AggregateAt(u64),
-    /// The last event on any subject matching `filter` is at `sequence`: for decisions
-    /// that span aggregates, such as unique names within a project.
-    ScopeAt { filter: String, sequence: u64 },
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -29,12 +24,65 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Why the log did not take an append.
 #[derive(Debug, thiserror::Error)]
-pub enum AppendError {
+pub enum StoreError {
+    /// An expectation failed: the log moved on since the decision was made.
     #[error("the log moved on since the decision was made")]
     Conflict,
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// One event to append, with what the log must look like for it to go in.
+pub struct Entry<'a> {
+    pub envelope: &'a Envelope,
+    pub expect: &'a Expect,
+}
+
+fn expectation_headers(headers: &mut HeaderMap, project: &str, expect: &Expect) {
+    let (sequence, scope) = match expect {
+        Expect::AggregateAt(seq) => (*seq, None),
+        Expect::ScopeAt { kind, sequence } => (
+            *sequence,
+            Some(events::subject::kind_in_project(project, *kind)),
+        ),
+    };
+    headers.insert(
+        async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        sequence.to_string().as_str(),
+    );
+    if let Some(scope) = scope {
+        headers.insert(
+            "Nats-Expected-Last-Subject-Sequence-Subject",
+            scope.as_str(),
+        );
+    }
+}
+
+/// A failed expectation comes back as 10071 (with the sequence found) or, inside atomic
+/// batches and on clustered streams, 10164.
+fn is_conflict(e: &PublishError) -> bool {
+    e.kind() == PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| {
+                let code = e.error_code();
+                code == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    || code == jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            })
+}
+
+fn publish_error(e: PublishError) -> StoreError {
+    if is_conflict(&e) {
+        StoreError::Conflict
+    } else if e.kind() == PublishErrorKind::TimedOut {
+        StoreError::Unavailable(
+            "no acknowledgement from NATS in time: the change may or may not have been recorded; read before retrying".into(),
+        )
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
 }
 
 #[derive(Clone)]
@@ -106,74 +154,108 @@ impl EventStore {
         &self.js
     }
 
-    /// Appends one event. `message_id` defaults to the event id; give an idempotency key
-    /// to make a retried request a no-op within the stream's dedupe window.
+    /// Appends the events of one command: all of them, or none. One event is one publish;
+    /// several are one atomic batch, whose commit checks every expectation at once.
+    /// `message_id` (single events only) defaults to the event id.
     pub async fn append(
         &self,
-        envelope: &Envelope,
-        expect: &Expect,
+        entries: &[Entry<'_>],
         message_id: Option<&str>,
-    ) -> Result<Appended, AppendError> {
+    ) -> Result<Vec<Appended>, StoreError> {
         // The client buffers publishes while disconnected and sends them after reconnecting,
         // so an append "failed" by timeout could still land later. Refuse up front instead.
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(AppendError::Unavailable("not connected to NATS".into()));
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
         }
+        let started = std::time::Instant::now();
+        let outcome = match entries {
+            [] => Ok(vec![]),
+            [one] => self.append_one(one, message_id).await.map(|a| vec![a]),
+            many => self.append_batch(many).await,
+        };
+        self.append_latency.observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn append_one(
+        &self,
+        entry: &Entry<'_>,
+        message_id: Option<&str>,
+    ) -> Result<Appended, StoreError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
-            message_id.unwrap_or(&envelope.id),
+            message_id.unwrap_or(&entry.envelope.id),
         );
-        match expect {
-            Expect::AggregateAt(seq) => {
-                headers.insert(
-                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                    seq.to_string().as_str(),
-                );
-            }
-            Expect::ScopeAt { filter, sequence } => {
-                headers.insert(
-                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                    sequence.to_string().as_str(),
-                );
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence-Subject",
-                    filter.as_str(),
-                );
-            }
-        }
-        let started = std::time::Instant::now();
+        expectation_headers(&mut headers, &entry.envelope.project, entry.expect);
         let ack = self
             .js
-            .publish_with_headers(envelope.subject(), headers, envelope.encode().into())
+            .publish_with_headers(
+                entry.envelope.subject(),
+                headers,
+                entry.envelope.encode().into(),
+            )
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?
-            .await;
-        self.append_latency.observe(started.elapsed().as_secs_f64());
-        match ack {
-            Ok(ack) => Ok(Appended {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            }),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
-            Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(AppendError::Unavailable(
-                "no acknowledgement from NATS in time: the change may or may not have been recorded; read before retrying".into(),
-            )),
-            Err(e) => Err(AppendError::Unavailable(e.to_string())),
+            .map_err(publish_error)?
+            .await
+            .map_err(publish_error)?;
+        Ok(Appended {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// An atomic batch: every message but the last is a plain publish that the server
+    /// stages; the last commits, and its acknowledgement names the last sequence. The
+    /// batch's messages are stored contiguously.
+    async fn append_batch(&self, entries: &[Entry<'_>]) -> Result<Vec<Appended>, StoreError> {
+        use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
+        let batch = ulid::Ulid::generate().to_string();
+        let last = entries.len() - 1;
+        for (i, entry) in entries.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_BATCH_ID, batch.as_str());
+            headers.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            expectation_headers(&mut headers, &entry.envelope.project, entry.expect);
+            let subject = entry.envelope.subject();
+            let payload = entry.envelope.encode().into();
+            if i < last {
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                continue;
+            }
+            headers.insert(NATS_BATCH_COMMIT, "1");
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(publish_error)?
+                .await
+                .map_err(publish_error)?;
+            let first = ack.sequence + 1 - entries.len() as u64;
+            return Ok((0..entries.len() as u64)
+                .map(|i| Appended {
+                    sequence: first + i,
+                    duplicate: false,
+                })
+                .collect());
         }
+        Ok(vec![])
     }
 
     /// Sequence of the newest event in the log (0 when empty).
-    pub async fn last_sequence(&self) -> Result<u64, AppendError> {
+    pub async fn last_sequence(&self) -> Result<u64, StoreError> {
         let mut stream = self
             .js
             .get_stream(events::STREAM)
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let info = stream
             .info()
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(info.state.last_sequence)
     }
 
@@ -182,12 +264,12 @@ impl EventStore {
         &self,
         start: u64,
         filter: &str,
-    ) -> Result<consumer::pull::Ordered, AppendError> {
+    ) -> Result<consumer::pull::Ordered, StoreError> {
         let stream = self
             .js
             .get_stream_no_info(events::STREAM)
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter.to_string(),
@@ -197,11 +279,11 @@ impl EventStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         consumer
             .messages()
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     /// Reads up to `scan_limit` events matching `filter` after sequence `after`, with their
@@ -211,12 +293,12 @@ impl EventStore {
         after: u64,
         filter: &str,
         scan_limit: usize,
-    ) -> Result<(Vec<(u64, Vec<u8>)>, usize), AppendError> {
+    ) -> Result<(Vec<(u64, Vec<u8>)>, usize), StoreError> {
         let stream = self
             .js
             .get_stream_no_info(events::STREAM)
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let mut consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {
                 filter_subject: filter.to_string(),
@@ -228,11 +310,11 @@ impl EventStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let pending = consumer
             .info()
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .num_pending as usize;
         let wanted = pending.min(scan_limit);
         let mut out = Vec::with_capacity(wanted);
@@ -243,12 +325,12 @@ impl EventStore {
                 .expires(Duration::from_secs(5))
                 .messages()
                 .await
-                .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                let message = message.map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 let info = message
                     .info()
-                    .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                 out.push((info.stream_sequence, message.payload.to_vec()));
             }
         }
@@ -256,18 +338,18 @@ impl EventStore {
         Ok((out, pending.saturating_sub(wanted)))
     }
 
-    async fn snapshots(&self) -> Result<kv::Store, AppendError> {
+    async fn snapshots(&self) -> Result<kv::Store, StoreError> {
         self.js
             .get_key_value(migrations::SNAPSHOT_BUCKET)
             .await
-            .map_err(|e| AppendError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     /// Stores a snapshot taken at `sequence`. Chunks are written under keys named by the
     /// sequence and the head last, so a crash mid-write leaves the previous one readable.
-    pub async fn save_snapshot(&self, sequence: u64, bytes: &[u8]) -> Result<(), AppendError> {
+    pub async fn save_snapshot(&self, sequence: u64, bytes: &[u8]) -> Result<(), StoreError> {
         let kv = self.snapshots().await?;
-        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
         let previous = self.snapshot_head(&kv).await;
         let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
@@ -300,7 +382,7 @@ impl EventStore {
     }
 
     /// The newest snapshot's bytes, or `None` when there is none or it does not verify.
-    pub async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, AppendError> {
+    pub async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let kv = self.snapshots().await?;
         let Some(head) = self.snapshot_head(&kv).await else {
             return Ok(None);
@@ -317,7 +399,7 @@ impl EventStore {
                     );
                     return Ok(None);
                 }
-                Err(e) => return Err(AppendError::Unavailable(e.to_string())),
+                Err(e) => return Err(StoreError::Unavailable(e.to_string())),
             }
         }
         if hex::encode(Sha256::digest(&bytes)) != head.sha256 {

@@ -88,7 +88,8 @@ fn a_newer_schema_on_the_server_is_refused() {
 /// subject was written since the sequence we decided on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_expectations_reject_writes_anywhere_in_the_scope() {
-    use weft::store::{AppendError, EventStore, Expect};
+    use decide::Expect;
+    use weft::store::{Entry, EventStore, StoreError};
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.expect("connect");
     migrations::apply(&client, "test").await.expect("migrate");
@@ -106,56 +107,55 @@ async fn scope_expectations_reject_writes_anywhere_in_the_scope() {
         event: events::Event::TargetRemoved(Default::default()),
     };
     let scope = |sequence| Expect::ScopeAt {
-        filter: "weft.ev.p.target.*".into(),
+        kind: events::AggregateKind::Target,
         sequence,
     };
-    let a = store
-        .append(&event("a"), &scope(0), None)
-        .await
-        .expect("first write");
+    let append = |envelope: events::Envelope, expect: Expect| {
+        let store = store.clone();
+        async move {
+            store
+                .append(
+                    &[Entry {
+                        envelope: &envelope,
+                        expect: &expect,
+                    }],
+                    None,
+                )
+                .await
+                .map(|a| a[0])
+        }
+    };
+    let a = append(event("a"), scope(0)).await.expect("first write");
     // Decided before `a` was written, about another aggregate of the same scope: refused.
     assert!(matches!(
-        store.append(&event("b"), &scope(0), None).await,
-        Err(AppendError::Conflict)
+        append(event("b"), scope(0)).await,
+        Err(StoreError::Conflict)
     ));
-    store
-        .append(&event("b"), &scope(a.sequence), None)
+    append(event("b"), scope(a.sequence))
         .await
         .expect("decided after a");
     // Another project is another scope.
     let mut other = event("c");
     other.project = "q".into();
-    store
-        .append(
-            &other,
-            &Expect::ScopeAt {
-                filter: "weft.ev.q.target.*".into(),
-                sequence: 0,
-            },
-            None,
-        )
-        .await
-        .expect("other project");
+    append(other, scope(0)).await.expect("other project");
     // Per aggregate.
     assert!(matches!(
-        store
-            .append(&event("a"), &Expect::AggregateAt(0), None)
-            .await,
-        Err(AppendError::Conflict)
+        append(event("a"), Expect::AggregateAt(0)).await,
+        Err(StoreError::Conflict)
     ));
     // The server checks the expectation before the message id: a retry of an append that
     // already landed is a conflict (so the command is decided again against the state that
     // includes it), not a silent duplicate.
     let once = event("z");
-    store
-        .append(&once, &Expect::AggregateAt(0), Some("key-1"))
-        .await
-        .expect("first");
+    let first = Expect::AggregateAt(0);
+    let entry = [Entry {
+        envelope: &once,
+        expect: &first,
+    }];
+    store.append(&entry, Some("key-1")).await.expect("first");
     assert!(matches!(
-        store
-            .append(&once, &Expect::AggregateAt(0), Some("key-1"))
-            .await,
-        Err(AppendError::Conflict)
+        store.append(&entry, Some("key-1")).await,
+        Err(StoreError::Conflict)
     ));
 }
 

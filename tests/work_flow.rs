@@ -276,7 +276,20 @@ async fn a_killed_agents_work_is_retried_elsewhere_and_failures_dead_letter() {
     assert_eq!(offline.len(), 1);
     assert_eq!(offline[0]["aggregateId"], doomed.id.as_str());
     assert_eq!(offline[0]["data"]["reason"], "heartbeat-missed");
-    assert_eq!(offline[0]["data"]["freed"][0]["workId"], id.as_str());
+    // Its lease ended on the item itself, in the same atomic commit, just before.
+    let expired: Vec<_> = by_type(&events, "work.lease-expired")
+        .into_iter()
+        .filter(|e| e["aggregateId"] == id.as_str())
+        .collect();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        expired[0]["data"]["reason"],
+        format!("agent {} went offline: heartbeat-missed", doomed.id).as_str()
+    );
+    assert_eq!(
+        expired[0]["sequence"].as_u64().map(|s| s + 1),
+        offline[0]["sequence"].as_u64()
+    );
     let completions: Vec<_> = by_type(&events, "work.completed")
         .into_iter()
         .filter(|e| e["aggregateId"] == id.as_str())

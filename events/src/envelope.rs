@@ -45,115 +45,62 @@ impl AggregateKind {
     }
 }
 
-/// Every event Weft records. The serialized tag (`type`) is the event's name everywhere:
-/// in the log, in `/api/events` and in `weft events`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum Event {
-    #[serde(rename = "target.registered")]
-    TargetRegistered(TargetRegistered),
-    #[serde(rename = "target.updated")]
-    TargetUpdated(TargetUpdated),
-    #[serde(rename = "target.enabled")]
-    TargetEnabled(TargetEnabled),
-    #[serde(rename = "target.disabled")]
-    TargetDisabled(TargetDisabled),
-    #[serde(rename = "target.removed")]
-    TargetRemoved(TargetRemoved),
-    #[serde(rename = "target.health-checked")]
-    TargetHealthChecked(TargetHealthChecked),
-    #[serde(rename = "spin-up.triggered")]
-    SpinUpTriggered(SpinUpTriggered),
-    #[serde(rename = "spin-up.started")]
-    SpinUpStarted(SpinUpStarted),
-    #[serde(rename = "spin-up.completed")]
-    SpinUpCompleted(SpinUpCompleted),
-    #[serde(rename = "spin-up.failed")]
-    SpinUpFailed(SpinUpFailed),
-    #[serde(rename = "spin-up.stopped")]
-    SpinUpStopped(SpinUpStopped),
-    #[serde(rename = "work.submitted")]
-    WorkSubmitted(WorkSubmitted),
-    #[serde(rename = "work.assigned")]
-    WorkAssigned(WorkAssigned),
-    #[serde(rename = "work.started")]
-    WorkStarted(WorkStarted),
-    #[serde(rename = "work.progressed")]
-    WorkProgressed(WorkProgressed),
-    #[serde(rename = "work.completed")]
-    WorkCompleted(WorkCompleted),
-    #[serde(rename = "work.failed")]
-    WorkFailed(WorkFailed),
-    #[serde(rename = "work.lease-expired")]
-    WorkLeaseExpired(WorkLeaseExpired),
-    #[serde(rename = "work.cancelled")]
-    WorkCancelled(WorkCancelled),
-    #[serde(rename = "work.retried")]
-    WorkRetried(WorkRetried),
-    #[serde(rename = "agent.registered")]
-    AgentRegistered(AgentRegistered),
-    #[serde(rename = "agent.offline")]
-    AgentWentOffline(AgentWentOffline),
-    #[serde(rename = "agent.shutdown-requested")]
-    AgentShutdownRequested(AgentShutdownRequested),
+/// Declares [`Event`] from one table, so each event's name is written once: it is the
+/// serialized tag, [`Event::type_name`], and the entry in [`Event::TYPE_NAMES`].
+macro_rules! events {
+    ($($(#[$doc:meta])* $name:literal => $variant:ident($payload:ty), $kind:ident;)*) => {
+        /// Every event Weft records. The serialized tag (`type`) is the event's name everywhere:
+        /// in the log, in `/api/events` and in `weft events`.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", content = "data")]
+        pub enum Event {
+            $($(#[$doc])* #[serde(rename = $name)] $variant($payload),)*
+        }
+
+        impl Event {
+            /// Every event type's name, in declaration order.
+            pub const TYPE_NAMES: &'static [&'static str] = &[$($name),*];
+
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Event::$variant(_) => $name,)*
+                }
+            }
+
+            /// The kind of aggregate whose subject the event is stored under.
+            pub fn aggregate_kind(&self) -> AggregateKind {
+                match self {
+                    $(Event::$variant(_) => AggregateKind::$kind,)*
+                }
+            }
+        }
+    };
 }
 
-impl Event {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Event::TargetRegistered(_) => "target.registered",
-            Event::TargetUpdated(_) => "target.updated",
-            Event::TargetEnabled(_) => "target.enabled",
-            Event::TargetDisabled(_) => "target.disabled",
-            Event::TargetRemoved(_) => "target.removed",
-            Event::TargetHealthChecked(_) => "target.health-checked",
-            Event::SpinUpTriggered(_) => "spin-up.triggered",
-            Event::SpinUpStarted(_) => "spin-up.started",
-            Event::SpinUpCompleted(_) => "spin-up.completed",
-            Event::SpinUpFailed(_) => "spin-up.failed",
-            Event::SpinUpStopped(_) => "spin-up.stopped",
-            Event::WorkSubmitted(_) => "work.submitted",
-            Event::WorkAssigned(_) => "work.assigned",
-            Event::WorkStarted(_) => "work.started",
-            Event::WorkProgressed(_) => "work.progressed",
-            Event::WorkCompleted(_) => "work.completed",
-            Event::WorkFailed(_) => "work.failed",
-            Event::WorkLeaseExpired(_) => "work.lease-expired",
-            Event::WorkCancelled(_) => "work.cancelled",
-            Event::WorkRetried(_) => "work.retried",
-            Event::AgentRegistered(_) => "agent.registered",
-            Event::AgentWentOffline(_) => "agent.offline",
-            Event::AgentShutdownRequested(_) => "agent.shutdown-requested",
-        }
-    }
-
-    pub fn aggregate_kind(&self) -> AggregateKind {
-        match self {
-            Event::TargetRegistered(_)
-            | Event::TargetUpdated(_)
-            | Event::TargetEnabled(_)
-            | Event::TargetDisabled(_)
-            | Event::TargetRemoved(_)
-            | Event::TargetHealthChecked(_) => AggregateKind::Target,
-            Event::SpinUpTriggered(_)
-            | Event::SpinUpStarted(_)
-            | Event::SpinUpCompleted(_)
-            | Event::SpinUpFailed(_)
-            | Event::SpinUpStopped(_) => AggregateKind::Spinup,
-            Event::WorkSubmitted(_)
-            | Event::WorkAssigned(_)
-            | Event::WorkStarted(_)
-            | Event::WorkProgressed(_)
-            | Event::WorkCompleted(_)
-            | Event::WorkFailed(_)
-            | Event::WorkLeaseExpired(_)
-            | Event::WorkCancelled(_)
-            | Event::WorkRetried(_) => AggregateKind::Work,
-            Event::AgentRegistered(_)
-            | Event::AgentWentOffline(_)
-            | Event::AgentShutdownRequested(_) => AggregateKind::Agent,
-        }
-    }
+events! {
+    "target.registered" => TargetRegistered(TargetRegistered), Target;
+    "target.updated" => TargetUpdated(TargetUpdated), Target;
+    "target.enabled" => TargetEnabled(TargetEnabled), Target;
+    "target.disabled" => TargetDisabled(TargetDisabled), Target;
+    "target.removed" => TargetRemoved(TargetRemoved), Target;
+    "target.health-checked" => TargetHealthChecked(TargetHealthChecked), Target;
+    "spin-up.triggered" => SpinUpTriggered(SpinUpTriggered), Spinup;
+    "spin-up.started" => SpinUpStarted(SpinUpStarted), Spinup;
+    "spin-up.completed" => SpinUpCompleted(SpinUpCompleted), Spinup;
+    "spin-up.failed" => SpinUpFailed(SpinUpFailed), Spinup;
+    "spin-up.stopped" => SpinUpStopped(SpinUpStopped), Spinup;
+    "work.submitted" => WorkSubmitted(WorkSubmitted), Work;
+    "work.assigned" => WorkAssigned(WorkAssigned), Work;
+    "work.started" => WorkStarted(WorkStarted), Work;
+    "work.progressed" => WorkProgressed(WorkProgressed), Work;
+    "work.completed" => WorkCompleted(WorkCompleted), Work;
+    "work.failed" => WorkFailed(WorkFailed), Work;
+    "work.lease-expired" => WorkLeaseExpired(WorkLeaseExpired), Work;
+    "work.cancelled" => WorkCancelled(WorkCancelled), Work;
+    "work.retried" => WorkRetried(WorkRetried), Work;
+    "agent.registered" => AgentRegistered(AgentRegistered), Agent;
+    "agent.offline" => AgentWentOffline(AgentWentOffline), Agent;
+    "agent.shutdown-requested" => AgentShutdownRequested(AgentShutdownRequested), Agent;
 }
 
 /// One recorded fact with everything needed to audit it: who caused it, when, and what
@@ -324,6 +271,22 @@ mod tests {
         let envelope = sample();
         let raw = RawEnvelope::decode(&envelope.encode()).unwrap();
         assert_eq!(raw.event.event_type, envelope.event.type_name());
+    }
+
+    #[test]
+    fn every_type_name_reads_as_its_variant_and_names_are_unique() {
+        let unknown = |name: &str| {
+            serde_json::from_value::<Event>(serde_json::json!({"type": name, "data": {}}))
+                .err()
+                .is_some_and(|e| e.to_string().contains("unknown variant"))
+        };
+        assert!(unknown("target.exploded"));
+        let mut seen = std::collections::BTreeSet::new();
+        for name in Event::TYPE_NAMES {
+            assert!(!unknown(name), "{name} is not the tag of any variant");
+            assert!(seen.insert(*name), "{name} is declared twice");
+        }
+        assert_eq!(seen.len(), 23);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! [`SCHEMA_VERSION`] and gets an upcaster in the `migrations` crate.
 
 mod envelope;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixture;
 pub mod spinup;
 pub mod subject;
 pub mod target;

@@ -32,7 +32,7 @@ pub struct WorkSubmitted {
 }
 
 /// Why an assignment went where it went.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingReason {
     /// The rule that decided, in words (e.g. `boundary corporate: copilot-cli only`).
@@ -158,6 +158,10 @@ pub struct FreedLease {
 pub struct AgentWentOffline {
     /// `heartbeat-missed`, `shutdown`, ...
     pub reason: String,
+    /// Leases freed by this event. Only events recorded before each freed lease became a
+    /// `work.lease-expired` of its own (in the same atomic commit) carry any; they stay
+    /// readable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freed: Vec<FreedLease>,
 }
 

@@ -31,10 +31,16 @@ pub struct Migration {
     pub description: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "event log stream WEFT_EVENTS and snapshot bucket",
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "event log stream WEFT_EVENTS and snapshot bucket",
+    },
+    Migration {
+        version: 2,
+        description: "atomic batches on the event log: a command's events commit together",
+    },
+];
 
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
@@ -101,6 +107,7 @@ pub fn event_stream_config() -> stream::Config {
         deny_purge: true,
         allow_direct: true,
         duplicate_window: Duration::from_secs(120),
+        allow_atomic_publish: true,
         ..Default::default()
     }
 }
@@ -136,6 +143,12 @@ async fn run(js: &jetstream::Context, migration: &Migration) -> Result<(), Error
                 .await
                 .map_err(|e| fail(&e))?;
             js.create_or_update_key_value(snapshot_bucket_config())
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        // The stream as it is now: version 1 created it, this allows atomic batches on it.
+        2 => {
+            js.create_or_update_stream(event_stream_config())
                 .await
                 .map_err(|e| fail(&e))?;
         }

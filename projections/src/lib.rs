@@ -21,7 +21,7 @@ pub use work::{Agent, AgentStatus, Agents, Work, WorkItems, WorkStatus};
 
 /// The format of a snapshot's bytes. A snapshot of another format is ignored and the log
 /// replayed from zero: snapshots are a cache, the log is the truth.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Everything Weft knows, as folded from the log up to `sequence`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -103,6 +103,12 @@ impl State {
 
     pub fn project(&self, project: &str) -> Option<&Project> {
         self.projects.get(project)
+    }
+
+    /// The project's read models; an empty project when it has no events yet.
+    pub fn project_or_empty(&self, project: &str) -> &Project {
+        static EMPTY: std::sync::LazyLock<Project> = std::sync::LazyLock::new(Project::default);
+        self.projects.get(project).unwrap_or(&EMPTY)
     }
 
     /// SHA-256 of the canonical encoding of the whole state, hex.

@@ -140,6 +140,9 @@ pub struct Agent {
     pub shutdown_requested: Option<String>,
     pub shutdown_requested_at_ms: Option<u64>,
     pub registered_at_ms: u64,
+    /// Its latest registration (a rejoin after going offline included): liveness is never
+    /// measured from before it.
+    pub last_registered_at_ms: u64,
     /// Last time it received or finished work (idle detection starts here).
     pub last_activity_ms: u64,
     pub completed_count: u64,
@@ -474,6 +477,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     shutdown_requested: None,
                     shutdown_requested_at_ms: None,
                     registered_at_ms: time,
+                    last_registered_at_ms: time,
                     last_activity_ms: time,
                     completed_count: 0,
                     failed_count: 0,
@@ -494,10 +498,13 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             agent.offline_reason = None;
             agent.shutdown_requested = None;
             agent.shutdown_requested_at_ms = None;
+            agent.last_registered_at_ms = time;
             agent.last_activity_ms = time;
             agent.version = sequence;
         }
         Event::AgentWentOffline(e) => {
+            // Only events of earlier versions carry freed leases; newer ones end each lease
+            // with a `work.lease-expired` of its own, committed before this event.
             for freed in &e.freed {
                 if holds(work, &freed.work_id, id, &freed.lease_id) {
                     // No `version` change: this event is on the agent's subject, and an

@@ -17,7 +17,7 @@ use super::strict::{OptionalBody, Strict};
 use super::{Actor, AppState, Tag};
 use crate::registry::{parse_time_ms, STALE_AFTER_MS};
 use crate::time::{now_ms, rfc3339};
-use crate::work;
+use decide::AgentCommand;
 
 pub struct AgentsApi;
 
@@ -265,15 +265,18 @@ impl AppState {
                 details: None,
             })));
         }
-        let project = agent.project_id.clone();
-        self.commands
-            .execute(&actor.context(), &project, |s| {
-                work::decide_shutdown(s, &project, &agent.guid, reason, graceful)
-            })
-            .await?;
+        // Recording the request pushes it to the agent.
         self.coordinator
-            .push_shutdown(&project, &agent.guid, graceful, reason)
-            .await;
+            .run(
+                &actor.context(),
+                &agent.project_id,
+                AgentCommand::RequestShutdown {
+                    agent_id: agent.guid.clone(),
+                    reason: reason.into(),
+                    graceful,
+                },
+            )
+            .await?;
         Ok(())
     }
 }

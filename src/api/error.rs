@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::commands::CommandError;
-use crate::commands::Rejection;
+use decide::Rejection;
 
 #[derive(Object, Debug, Clone, serde::Serialize)]
 pub struct ErrorBody {
@@ -104,13 +104,15 @@ impl From<Rejection> for ApiError {
                 ))
             }
             Rejection::NotFound(m) => ApiError::not_found(m),
-            Rejection::Conflict(m) => ApiError::Conflict(body("Conflict", m, None)),
+            Rejection::NameTaken(m) | Rejection::WrongState(m) | Rejection::LeaseLost(m) => {
+                ApiError::Conflict(body("Conflict", m, None))
+            }
         }
     }
 }
 
-impl From<CommandError<Rejection>> for ApiError {
-    fn from(e: CommandError<Rejection>) -> Self {
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
         match e {
             CommandError::Rejected(r) => r.into(),
             CommandError::Contended => {

@@ -13,8 +13,9 @@ use super::error::ApiError;
 use super::pagination::{self, filter_hash};
 use super::strict::Strict;
 use super::{Actor, AppState, Tag};
-use crate::targets::{self, HealthCheckInput, NewTarget, TargetPatch};
 use crate::time::rfc3339;
+use decide::target::{HealthCheckInput, NewTarget, TargetPatch};
+use decide::TargetCommand;
 
 pub struct TargetsApi;
 
@@ -448,9 +449,10 @@ impl TargetsApi {
     ) -> Result<CreatedResponse, ApiError> {
         let body = body.0 .0;
         let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
-        let registered = targets::validate_new(
-            uuid::Uuid::new_v4().to_string(),
-            NewTarget {
+        let target_id = uuid::Uuid::new_v4().to_string();
+        let command = TargetCommand::Register {
+            target_id: target_id.clone(),
+            target: NewTarget {
                 name: body.name,
                 description: body.description,
                 agent_type: body.agent_type,
@@ -462,18 +464,16 @@ impl TargetsApi {
                 tags: body.tags,
                 max_agents: body.max_agents,
             },
-        )?;
+        };
         app.commands
-            .execute(&actor.context(), &project, |s| {
-                targets::decide_register(s, &project, &registered)
-            })
+            .execute(&actor.context(), &project, command)
             .await?;
         let view = app
             .commands
             .projection()
             .read(|s| {
                 s.project(&project)
-                    .and_then(|p| p.targets.get(&registered.target_id))
+                    .and_then(|p| p.targets.get(&target_id))
                     .map(|t| TargetView::new(&project, t))
             })
             .ok_or_else(|| {
@@ -520,11 +520,18 @@ impl TargetsApi {
         };
         let recorded = app
             .commands
-            .execute(&actor.context(), &project, |s| {
-                targets::decide_update(s, &project, &id.0, &patch)
-            })
+            .execute(
+                &actor.context(),
+                &project,
+                TargetCommand::Update {
+                    key: id.0.clone(),
+                    patch,
+                },
+            )
             .await?;
-        let key = recorded.map_or(id.0.clone(), |r| r.envelope.aggregate_id);
+        let key = recorded
+            .first()
+            .map_or(id.0.clone(), |r| r.envelope.aggregate_id.clone());
         changed(&project, &app, &key, String::new())
             .target
             .map(Json)
@@ -544,9 +551,11 @@ impl TargetsApi {
     ) -> Result<Json<TargetChanged>, ApiError> {
         let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
         app.commands
-            .execute(&actor.context(), &project, |s| {
-                targets::decide_remove(s, &project, &id.0)
-            })
+            .execute(
+                &actor.context(),
+                &project,
+                TargetCommand::Remove { key: id.0.clone() },
+            )
             .await?;
         Ok(Json(TargetChanged {
             success: true,
@@ -567,11 +576,15 @@ impl TargetsApi {
         let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
         let recorded = app
             .commands
-            .execute(&actor.context(), &project, |s| {
-                targets::decide_enable(s, &project, &id.0)
-            })
+            .execute(
+                &actor.context(),
+                &project,
+                TargetCommand::Enable { key: id.0.clone() },
+            )
             .await?;
-        let key = recorded.map_or(id.0.clone(), |r| r.envelope.aggregate_id);
+        let key = recorded
+            .first()
+            .map_or(id.0.clone(), |r| r.envelope.aggregate_id.clone());
         Ok(Json(changed(
             &project,
             &app,
@@ -594,11 +607,18 @@ impl TargetsApi {
         let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
         let recorded = app
             .commands
-            .execute(&actor.context(), &project, |s| {
-                targets::decide_disable(s, &project, &id.0, reason.0.clone())
-            })
+            .execute(
+                &actor.context(),
+                &project,
+                TargetCommand::Disable {
+                    key: id.0.clone(),
+                    reason: reason.0.clone(),
+                },
+            )
             .await?;
-        let key = recorded.map_or(id.0.clone(), |r| r.envelope.aggregate_id);
+        let key = recorded
+            .first()
+            .map_or(id.0.clone(), |r| r.envelope.aggregate_id.clone());
         Ok(Json(changed(
             &project,
             &app,
@@ -619,39 +639,16 @@ impl TargetsApi {
         #[oai(name = "projectId")] project_id: Query<Option<String>>,
     ) -> Result<Json<HealthCheckResult>, ApiError> {
         let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
-        let config = app
-            .commands
-            .projection()
-            .read(|s| {
-                s.project(&project)
-                    .and_then(|p| p.targets.get(&view.id))
-                    .map(|t| t.config.clone())
-            })
-            .ok_or_else(|| {
-                ApiError::not_found(format!("Target with ID or name {} not found", id.0))
-            })?;
-        let started = std::time::Instant::now();
-        let outcome = app.coordinator.mechanisms.check(&config).await;
-        let latency_ms = started.elapsed().as_millis() as u64;
-        let error = outcome.err();
-        app.commands
-            .execute(&actor.context(), &project, |s| {
-                targets::decide_health_checked(
-                    s,
-                    &project,
-                    &view.id,
-                    error.is_none(),
-                    error.clone(),
-                    latency_ms,
-                )
-            })
+        let outcome = app
+            .coordinator
+            .check_health(&actor.context(), &project, &view.id)
             .await?;
         Ok(Json(HealthCheckResult {
-            target_id: view.id,
-            healthy: error.is_none(),
-            latency_ms,
+            target_id: outcome.target_id,
+            healthy: outcome.healthy,
+            latency_ms: outcome.latency_ms,
             timestamp: rfc3339(crate::time::now_ms()),
-            error,
+            error: outcome.error,
         }))
     }
 
@@ -661,13 +658,14 @@ impl TargetsApi {
     async fn spin_up(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         id: Path<String>,
         #[oai(name = "projectId")] project_id: Query<Option<String>>,
     ) -> Result<Json<SpinUpResponse>, ApiError> {
         let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
         let operation = app
             .coordinator
-            .trigger(&project, &view.id, "manual", None)
+            .spin_up_by_hand(&actor.context(), &project, &view.id)
             .await?
             .ok_or_else(|| ApiError::unavailable("the spin-up was not recorded; retry"))?;
         let spin_up = app
@@ -741,16 +739,21 @@ impl TargetsApi {
         for key in keys {
             let result = app
                 .commands
-                .execute(&ctx, &project, |s| {
-                    targets::decide_disable(s, &project, &key, body.reason.clone())
-                })
+                .execute(
+                    &ctx,
+                    &project,
+                    TargetCommand::Disable {
+                        key: key.clone(),
+                        reason: body.reason.clone(),
+                    },
+                )
                 .await;
             match result {
-                Ok(Some(_)) => {
+                Ok(recorded) if !recorded.is_empty() => {
                     disabled.push(key.clone());
                     outcome.succeeded(key);
                 }
-                Ok(None) => {
+                Ok(_) => {
                     already.push(key.clone());
                     outcome.succeeded(key);
                 }

@@ -14,7 +14,8 @@ use super::pagination::{self, filter_hash};
 use super::strict::Strict;
 use super::{Actor, AppState, Tag};
 use crate::time::rfc3339;
-use crate::work::{self, SubmitRequest};
+use decide::routing;
+use decide::work::{Submission, WorkCommand};
 
 pub struct WorkApi;
 
@@ -343,17 +344,32 @@ impl AppState {
         });
         let recorded = self
             .commands
-            .execute(&actor.context(), project, |s| {
-                work::decide_cancel(s, project, id, reason.clone())
-            })
+            .execute(
+                &actor.context(),
+                project,
+                WorkCommand::Cancel {
+                    work_id: id.into(),
+                    reason: reason.clone(),
+                },
+            )
             .await?;
-        if let (Some(_), Some(agent)) = (&recorded, holder) {
+        if let (false, Some(agent)) = (recorded.is_empty(), holder) {
             self.coordinator
                 .push_cancel(project, &agent, id, reason)
                 .await;
         }
-        Ok(recorded.is_some())
+        Ok(!recorded.is_empty())
     }
+}
+
+/// The id of an item submitted with an idempotency key: the same key in the same project
+/// is the same item, whoever asks and however often.
+pub fn id_for_key(project: &str, key: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("weft:{project}:{key}").as_bytes(),
+    )
+    .to_string()
 }
 
 #[OpenApi(tag = "Tag::Work")]
@@ -377,47 +393,47 @@ impl WorkApi {
             ));
         };
         let key = idempotency_key.0;
-        let submitted = work::validate_submit(
-            SubmitRequest {
-                task_id: body.task_id,
-                description: body.description,
-                capability: body.capability,
-                boundary,
-                priority: body.priority,
-                preferred_agent_type: body.preferred_agent_type,
-                required_agent_type: body.required_agent_type,
-                deadline: body.deadline,
-                context_data: body.context_data,
-                max_attempts: body.max_attempts,
-                idempotency_key: key.clone(),
-            },
-            &app.coordinator.settings,
-        )?;
         let id = match &key {
-            Some(k) => work::id_for_key(&project, k),
+            Some(k) => id_for_key(&project, k),
             None => uuid::Uuid::new_v4().to_string(),
+        };
+        let submission = Submission {
+            task_id: body.task_id,
+            description: body.description,
+            capability: body.capability,
+            boundary,
+            priority: body.priority,
+            preferred_agent_type: body.preferred_agent_type,
+            required_agent_type: body.required_agent_type,
+            deadline: body.deadline,
+            context_data: body.context_data,
+            max_attempts: body.max_attempts,
+            idempotency_key: key,
         };
         let recorded = app
             .commands
-            .execute(&actor.context(), &project, |s| {
-                work::decide_submit(s, &project, &id, &submitted)
-            })
+            .execute(
+                &actor.context(),
+                &project,
+                WorkCommand::Submit {
+                    id: id.clone(),
+                    submission,
+                },
+            )
             .await?;
+        let settings = app.commands.settings();
+        let now = crate::time::now_ms();
         let response = app
             .commands
             .projection()
             .read(|s| {
                 let p = s.project(&project)?;
                 let w = p.work.get(&id)?;
-                let available = work::has_eligible_agent(&app.coordinator.policy, p, w);
-                // Nobody can take it, but a target can start an agent that can (or already is).
-                let spin_up = !available
-                    && w.status == projections::WorkStatus::Pending
-                    && (p.targets.iter().any(|t| {
-                        crate::spinup::target_serves(&app.coordinator.policy, t, w)
-                            && t.status != projections::TargetStatus::Disabled
-                    }));
-                let rule = work::route(&app.coordinator.policy, p, w)
+                let available = routing::has_eligible_agent(&settings.routing, p, w);
+                // The same rules the spin-ups follow: health, cooldown, maxAgents included.
+                let spin_up = w.status == projections::WorkStatus::Pending
+                    && routing::will_spin_up(&settings.routing, &settings.spin_up, p, w, now);
+                let rule = routing::route(&settings.routing, p, w)
                     .map_or_else(|why| why, |(_, reason)| reason.rule);
                 Some(WorkSubmitResponse {
                     id: w.id.clone(),
@@ -427,9 +443,7 @@ impl WorkApi {
                         .as_deref()
                         .and_then(|a| p.agents.get(a))
                         .map(|a| a.agent_type.clone())
-                        .unwrap_or_else(|| {
-                            work::expected_agent_type(&app.coordinator.policy, Some(p), w)
-                        }),
+                        .unwrap_or_else(|| routing::expected_agent_type(&settings.routing, p, w)),
                     spin_up_triggered: spin_up,
                     // The original's estimates: an agent is there, or one is being started.
                     estimated_wait_seconds: if available {
@@ -446,9 +460,10 @@ impl WorkApi {
             .ok_or_else(|| {
                 ApiError::unavailable("recorded, but not yet visible; retry the read")
             })?;
-        Ok(match recorded {
-            Some(_) => SubmitResponse::Created(Json(response)),
-            None => SubmitResponse::Existing(Json(response)),
+        Ok(if recorded.is_empty() {
+            SubmitResponse::Existing(Json(response))
+        } else {
+            SubmitResponse::Created(Json(response))
         })
     }
 
@@ -569,9 +584,13 @@ impl WorkApi {
     ) -> Result<Json<WorkChanged>, ApiError> {
         let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
         app.commands
-            .execute(&actor.context(), &project, |s| {
-                work::decide_retry(s, &project, &id.0)
-            })
+            .execute(
+                &actor.context(),
+                &project,
+                WorkCommand::Retry {
+                    work_id: id.0.clone(),
+                },
+            )
             .await?;
         let (_, view) = app.find_work(Some(&project), &id.0)?;
         Ok(Json(WorkChanged {

@@ -31,10 +31,14 @@ pub struct LiveEvent {
 }
 
 /// Maps each folded event once and hands it to every WebSocket session.
-pub async fn run_feed(app: Arc<AppState>) {
+pub async fn run_feed(app: Arc<AppState>, shutdown: tokio_util::sync::CancellationToken) {
     let mut folded = app.commands.projection().live();
     loop {
-        match folded.recv().await {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = folded.recv() => next,
+        };
+        match next {
             Ok(applied) => {
                 let (sequence, envelope) = (applied.0, &applied.1);
                 let mapped = app

@@ -1,18 +1,17 @@
-//! Spin-up targets: validating what clients send, and deciding which event a command
-//! produces. Pure: no I/O, tested as plain Rust.
+//! The target aggregate: where and how Weft starts agents. Validating what clients send,
+//! and deciding which event each command records.
 
-use std::collections::BTreeSet;
-
+use events::spinup::TargetHealthChecked;
 use events::target::{
     HealthCheckSettings, Mechanism, MechanismConfig, TargetDisabled, TargetEnabled,
     TargetRegistered, TargetRemoved, TargetUpdated,
 };
 use events::{AggregateKind, Event};
-use projections::{State, Target, TargetStatus};
+use projections::{Project, Target, TargetStatus};
 use serde_json::{Map, Value};
 
-use crate::commands::{Decision, FieldError, Rejection};
-use crate::store::Expect;
+use crate::rejection::{is_agent_type, is_env_name, Rejection, Validation};
+use crate::{Decision, Expect};
 
 /// Boundaries of a target registered without any: the original's legacy classification set.
 pub const DEFAULT_BOUNDARIES: [&str; 4] =
@@ -20,7 +19,7 @@ pub const DEFAULT_BOUNDARIES: [&str; 4] =
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 300_000;
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 10_000;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HealthCheckInput {
     pub enabled: bool,
     pub interval_ms: Option<u64>,
@@ -28,7 +27,7 @@ pub struct HealthCheckInput {
 }
 
 /// A registration as the client sent it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewTarget {
     pub name: String,
     pub description: Option<String>,
@@ -43,7 +42,7 @@ pub struct NewTarget {
 }
 
 /// An update as the client sent it; absent fields stay as they are.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TargetPatch {
     pub description: Option<String>,
     pub capabilities: Option<Vec<String>>,
@@ -54,80 +53,13 @@ pub struct TargetPatch {
     pub max_agents: Option<i64>,
 }
 
-#[derive(Default)]
-struct Errors(Vec<FieldError>);
-
-impl Errors {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-    fn finish<T>(self, value: T) -> Result<T, Rejection> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(Rejection::Invalid(self.0))
-        }
-    }
-}
-
-fn is_slug(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn is_env_name(value: &str) -> bool {
-    let mut bytes = value.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn check_text(errors: &mut Errors, field: &str, value: &str, max: usize) {
-    if value.trim().is_empty() {
-        errors.add(field, "must be a non-empty string");
-    } else if value.chars().count() > max {
-        errors.add(field, format!("must be at most {max} characters"));
-    } else if value.chars().any(char::is_control) {
-        errors.add(field, "must not contain control characters");
-    }
-}
-
-/// Trims, checks and de-duplicates a list of names (capabilities, boundaries, tags).
-fn check_list(errors: &mut Errors, field: &str, values: &[String], min: usize) -> Vec<String> {
-    if values.len() < min {
-        errors.add(field, format!("must contain at least {min} item"));
-    }
-    if values.len() > 100 {
-        errors.add(field, "must contain at most 100 items");
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        let v = v.trim();
-        if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
-            errors.add(
-                format!("{field}[{i}]"),
-                "must be a non-empty string of at most 128 characters",
-            );
-        } else if seen.insert(v.to_string()) {
-            out.push(v.to_string());
-        }
-    }
-    out
-}
-
-fn check_max_agents(errors: &mut Errors, value: Option<i64>) {
+fn check_max_agents(errors: &mut Validation, value: Option<i64>) {
     if value.is_some_and(|m| !(1..=1000).contains(&m)) {
         errors.add("maxAgents", "must be between 1 and 1000");
     }
 }
 
-fn check_health(errors: &mut Errors, input: &HealthCheckInput) -> HealthCheckSettings {
+fn check_health(errors: &mut Validation, input: &HealthCheckInput) -> HealthCheckSettings {
     let interval_ms = input.interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS);
     let timeout_ms = input.timeout_ms.unwrap_or(DEFAULT_HEALTH_TIMEOUT_MS);
     if interval_ms < 1_000 {
@@ -238,7 +170,7 @@ pub fn parse_config(
     mechanism: Mechanism,
     settings: Map<String, Value>,
 ) -> Result<MechanismConfig, Rejection> {
-    let mut errors = Errors::default();
+    let mut errors = Validation::default();
     for (key, instead) in SECRET_KEYS {
         if settings.contains_key(key) {
             errors.add(
@@ -259,8 +191,8 @@ pub fn parse_config(
             _ => {}
         }
     }
-    if !errors.0.is_empty() {
-        return Err(Rejection::Invalid(errors.0));
+    if !errors.is_empty() {
+        return Err(errors.into_rejection());
     }
     let value = Value::Object(settings);
     let mut unknown = Vec::new();
@@ -297,7 +229,7 @@ pub fn parse_config(
 }
 
 fn check_env_refs<'a>(
-    errors: &mut Errors,
+    errors: &mut Validation,
     field: &str,
     names: impl IntoIterator<Item = &'a String>,
 ) {
@@ -311,7 +243,7 @@ fn check_env_refs<'a>(
     }
 }
 
-fn check_settings(errors: &mut Errors, config: &MechanismConfig) {
+fn check_settings(errors: &mut Validation, config: &MechanismConfig) {
     match config {
         MechanismConfig::Ssh(c) => {
             check_env_refs(errors, "config.env", c.env.keys());
@@ -381,25 +313,25 @@ fn check_settings(errors: &mut Errors, config: &MechanismConfig) {
 
 /// Validates a registration into the event that records it.
 pub fn validate_new(target_id: String, new: NewTarget) -> Result<TargetRegistered, Rejection> {
-    let mut errors = Errors::default();
-    check_text(&mut errors, "name", &new.name, 128);
+    let mut errors = Validation::default();
+    errors.text("name", &new.name, 128);
     if let Some(d) = &new.description {
         if d.chars().count() > 2048 {
             errors.add("description", "must be at most 2048 characters");
         }
     }
-    if !is_slug(&new.agent_type) {
+    if !is_agent_type(&new.agent_type) {
         errors.add("agentType", "must be an agent type such as claude-code or copilot-cli (lowercase letters, digits, '-')");
     }
-    let capabilities = check_list(&mut errors, "capabilities", &new.capabilities, 1);
+    let capabilities = errors.names("capabilities", &new.capabilities, 1);
     let boundaries = match &new.boundaries {
-        Some(b) => check_list(&mut errors, "boundaries", b, 1),
+        Some(b) => errors.names("boundaries", b, 1),
         None => DEFAULT_BOUNDARIES.iter().map(|b| b.to_string()).collect(),
     };
     let tags = new
         .tags
         .as_ref()
-        .map(|t| check_list(&mut errors, "tags", t, 0))
+        .map(|t| errors.names("tags", t, 0))
         .unwrap_or_default();
     let health_check = new
         .health_check
@@ -414,65 +346,147 @@ pub fn validate_new(target_id: String, new: NewTarget) -> Result<TargetRegistere
             );
             None
         }
-        Some(mechanism) => {
-            match settings_of(mechanism, &new.config).and_then(|s| parse_config(mechanism, s)) {
-                Ok(config) => Some(config),
-                Err(Rejection::Invalid(mut e)) => {
-                    errors.0.append(&mut e);
-                    None
-                }
-                Err(other) => return Err(other),
-            }
-        }
+        Some(mechanism) => errors
+            .absorb(settings_of(mechanism, &new.config).and_then(|s| parse_config(mechanism, s)))?,
     };
-    match config {
-        Some(config) if errors.0.is_empty() => Ok(TargetRegistered {
-            target_id,
-            name: new.name.trim().to_string(),
-            description: new.description,
-            agent_type: new.agent_type,
-            capabilities,
-            boundaries,
-            config,
-            health_check,
-            tags,
-            max_agents: new.max_agents.map(|m| m as u32),
-            registered_by: "api".into(),
-        }),
+    let Some(config) = config else {
         // Every path that leaves `config` empty has recorded why.
-        _ => Err(Rejection::Invalid(errors.0)),
-    }
+        return Err(errors.into_rejection());
+    };
+    errors.finish(TargetRegistered {
+        target_id,
+        name: new.name.trim().to_string(),
+        description: new.description,
+        agent_type: new.agent_type,
+        capabilities,
+        boundaries,
+        config,
+        health_check,
+        tags,
+        max_agents: new.max_agents.map(|m| m as u32),
+        registered_by: "api".into(),
+    })
 }
 
-fn find<'a>(state: &'a State, project: &str, key: &str) -> Result<&'a Target, Rejection> {
-    state
-        .project(project)
-        .and_then(|p| p.targets.get_by_id_or_name(key))
+/// What can be asked of a target. `key` is an id or a name (the original's lookup rule).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetCommand {
+    Register {
+        target_id: String,
+        target: NewTarget,
+    },
+    Update {
+        key: String,
+        patch: TargetPatch,
+    },
+    Enable {
+        key: String,
+    },
+    Disable {
+        key: String,
+        reason: Option<String>,
+    },
+    /// The outcome of a health check (run by the API or the scheduler).
+    RecordHealth {
+        key: String,
+        healthy: bool,
+        error: Option<String>,
+        latency_ms: u64,
+    },
+    Remove {
+        key: String,
+    },
+}
+
+fn find<'a>(project: &'a Project, key: &str) -> Result<&'a Target, Rejection> {
+    project
+        .targets
+        .get_by_id_or_name(key)
         .ok_or_else(|| Rejection::NotFound(format!("Target with ID or name {key} not found")))
 }
 
-pub fn decide_register(
-    state: &State,
-    project: &str,
-    registered: &TargetRegistered,
-) -> Result<Option<Decision>, Rejection> {
-    let scope = state.project(project).map(|p| &p.targets);
-    if scope.and_then(|t| t.by_name(&registered.name)).is_some() {
-        return Err(Rejection::Conflict(format!(
-            "Target with name '{}' already exists",
-            registered.name
-        )));
+pub fn decide(command: &TargetCommand, project: &Project) -> Result<Vec<Decision>, Rejection> {
+    match command {
+        TargetCommand::Register { target_id, target } => {
+            let registered = validate_new(target_id.clone(), target.clone())?;
+            if project.targets.by_name(&registered.name).is_some() {
+                return Err(Rejection::NameTaken(format!(
+                    "Target with name '{}' already exists",
+                    registered.name
+                )));
+            }
+            Ok(vec![Decision {
+                aggregate_id: registered.target_id.clone(),
+                event: Event::TargetRegistered(registered),
+                // Expect the whole project's target history, not just this aggregate's: that
+                // is what makes the name check above hold against concurrent registrations.
+                expect: Expect::ScopeAt {
+                    kind: AggregateKind::Target,
+                    sequence: project.targets.last_sequence,
+                },
+            }])
+        }
+        TargetCommand::Update { key, patch } => {
+            let target = find(project, key)?;
+            let event = validate_patch(target, patch)?;
+            Ok(vec![Decision::next(
+                &target.id,
+                target.version,
+                Event::TargetUpdated(event),
+            )])
+        }
+        TargetCommand::Enable { key } => {
+            let target = find(project, key)?;
+            if target.status != TargetStatus::Disabled {
+                return Ok(vec![]);
+            }
+            Ok(vec![Decision::next(
+                &target.id,
+                target.version,
+                Event::TargetEnabled(TargetEnabled {}),
+            )])
+        }
+        TargetCommand::Disable { key, reason } => {
+            let target = find(project, key)?;
+            if target.status == TargetStatus::Disabled {
+                return Ok(vec![]);
+            }
+            Ok(vec![Decision::next(
+                &target.id,
+                target.version,
+                Event::TargetDisabled(TargetDisabled {
+                    reason: reason.clone(),
+                }),
+            )])
+        }
+        TargetCommand::RecordHealth {
+            key,
+            healthy,
+            error,
+            latency_ms,
+        } => {
+            let target = find(project, key)?;
+            Ok(vec![Decision::next(
+                &target.id,
+                target.version,
+                Event::TargetHealthChecked(TargetHealthChecked {
+                    healthy: *healthy,
+                    error: error.clone(),
+                    latency_ms: *latency_ms,
+                }),
+            )])
+        }
+        TargetCommand::Remove { key } => {
+            let target = find(project, key)?;
+            // Removal frees the name, so it moves the project's scope too; expecting the
+            // aggregate is enough because registrations expect the scope.
+            Ok(vec![Decision::next(
+                &target.id,
+                target.version,
+                Event::TargetRemoved(TargetRemoved {}),
+            )])
+        }
     }
-    Ok(Some(Decision {
-        aggregate_id: registered.target_id.clone(),
-        event: Event::TargetRegistered(registered.clone()),
-        // Expect the whole project's target history, not just this aggregate's: that is
-        // what makes the name check above hold against concurrent registrations.
-        expect: Expect::ScopeAt {
-            filter: events::subject::kind_in_project(project, AggregateKind::Target),
-            sequence: scope.map_or(0, |t| t.last_sequence),
-        },
-    }))
 }
 
 fn settings_json(config: &MechanismConfig) -> Map<String, Value> {
@@ -485,14 +499,9 @@ fn settings_json(config: &MechanismConfig) -> Map<String, Value> {
     }
 }
 
-pub fn decide_update(
-    state: &State,
-    project: &str,
-    key: &str,
-    patch: &TargetPatch,
-) -> Result<Option<Decision>, Rejection> {
-    let target = find(state, project, key)?;
-    let mut errors = Errors::default();
+/// Validates an update against the target as it is; absent fields stay as they are.
+fn validate_patch(target: &Target, patch: &TargetPatch) -> Result<TargetUpdated, Rejection> {
+    let mut errors = Validation::default();
     let mut event = TargetUpdated::default();
     if let Some(d) = &patch.description {
         if d.chars().count() > 2048 {
@@ -501,13 +510,13 @@ pub fn decide_update(
         event.description = Some(d.clone());
     }
     if let Some(c) = &patch.capabilities {
-        event.capabilities = Some(check_list(&mut errors, "capabilities", c, 1));
+        event.capabilities = Some(errors.names("capabilities", c, 1));
     }
     if let Some(b) = &patch.boundaries {
-        event.boundaries = Some(check_list(&mut errors, "boundaries", b, 1));
+        event.boundaries = Some(errors.names("boundaries", b, 1));
     }
     if let Some(t) = &patch.tags {
-        event.tags = Some(check_list(&mut errors, "tags", t, 0));
+        event.tags = Some(errors.names("tags", t, 0));
     }
     check_max_agents(&mut errors, patch.max_agents);
     event.max_agents = patch.max_agents.map(|m| m as u32);
@@ -523,103 +532,20 @@ pub fn decide_update(
     }
     if let Some(config) = &patch.config {
         let mechanism = target.config.mechanism();
-        match settings_of(mechanism, config) {
-            Ok(changes) => {
-                // A shallow merge, as the original's `{...old, ...new}`; null removes a key.
-                let mut merged = settings_json(&target.config);
-                for (k, v) in changes {
-                    if v.is_null() {
-                        merged.remove(&k);
-                    } else {
-                        merged.insert(k, v);
-                    }
-                }
-                match parse_config(mechanism, merged) {
-                    Ok(c) => event.config = Some(c),
-                    Err(Rejection::Invalid(mut e)) => errors.0.append(&mut e),
-                    Err(other) => return Err(other),
+        if let Some(changes) = errors.absorb(settings_of(mechanism, config))? {
+            // A shallow merge, as the original's `{...old, ...new}`; null removes a key.
+            let mut merged = settings_json(&target.config);
+            for (k, v) in changes {
+                if v.is_null() {
+                    merged.remove(&k);
+                } else {
+                    merged.insert(k, v);
                 }
             }
-            Err(Rejection::Invalid(mut e)) => errors.0.append(&mut e),
-            Err(other) => return Err(other),
+            event.config = errors.absorb(parse_config(mechanism, merged))?;
         }
     }
-    let event = errors.finish(event)?;
-    Ok(Some(Decision::next(
-        target.id.clone(),
-        target.version,
-        Event::TargetUpdated(event),
-    )))
-}
-
-/// `None` when the target already is enabled (nothing to record).
-pub fn decide_enable(
-    state: &State,
-    project: &str,
-    key: &str,
-) -> Result<Option<Decision>, Rejection> {
-    let target = find(state, project, key)?;
-    if target.status != TargetStatus::Disabled {
-        return Ok(None);
-    }
-    Ok(Some(Decision::next(
-        target.id.clone(),
-        target.version,
-        Event::TargetEnabled(TargetEnabled {}),
-    )))
-}
-
-/// `None` when the target already is disabled.
-pub fn decide_disable(
-    state: &State,
-    project: &str,
-    key: &str,
-    reason: Option<String>,
-) -> Result<Option<Decision>, Rejection> {
-    let target = find(state, project, key)?;
-    if target.status == TargetStatus::Disabled {
-        return Ok(None);
-    }
-    Ok(Some(Decision::next(
-        target.id.clone(),
-        target.version,
-        Event::TargetDisabled(TargetDisabled { reason }),
-    )))
-}
-
-pub fn decide_health_checked(
-    state: &State,
-    project: &str,
-    key: &str,
-    healthy: bool,
-    error: Option<String>,
-    latency_ms: u64,
-) -> Result<Option<Decision>, Rejection> {
-    let target = find(state, project, key)?;
-    Ok(Some(Decision::next(
-        target.id.clone(),
-        target.version,
-        Event::TargetHealthChecked(events::spinup::TargetHealthChecked {
-            healthy,
-            error,
-            latency_ms,
-        }),
-    )))
-}
-
-pub fn decide_remove(
-    state: &State,
-    project: &str,
-    key: &str,
-) -> Result<Option<Decision>, Rejection> {
-    let target = find(state, project, key)?;
-    // Removal frees the name, so it moves the project's scope too; expecting the
-    // aggregate is enough because registrations expect the scope.
-    Ok(Some(Decision::next(
-        &target.id,
-        target.version,
-        Event::TargetRemoved(TargetRemoved {}),
-    )))
+    errors.finish(event)
 }
 
 #[cfg(test)]

@@ -1,0 +1,115 @@
+//! Every rule of Weft as pure functions. A command and the state go in; the events to
+//! record come out, or the reason why not. One decider per aggregate ([`target`], [`work`],
+//! [`agent`], [`spin_up`]), the routing policy ([`routing`]) and the scheduler's rules
+//! ([`schedule`]).
+//!
+//! Nothing here does I/O, reads a clock or draws a random number: ids and the time come in
+//! as arguments, and this crate depends on the event vocabulary and the read models only,
+//! so the compiler keeps it that way.
+//!
+//! The read model a decision sees is folded by `projections`; a decider's `evolve` is that
+//! fold. A command that touches several aggregates yields one decision per aggregate, and
+//! the event store commits a command's decisions atomically (one atomic batch), so no
+//! reader ever sees half of a command.
+
+pub mod agent;
+mod rejection;
+pub mod routing;
+pub mod schedule;
+pub mod spin_up;
+pub mod target;
+#[cfg(test)]
+mod testing;
+pub mod work;
+
+use events::{AggregateKind, Event};
+use projections::Project;
+
+pub use agent::AgentCommand;
+pub use rejection::{is_agent_type, is_env_name, is_rfc3339, FieldError, Rejection, Validation};
+pub use spin_up::SpinUpCommand;
+pub use target::TargetCommand;
+pub use work::WorkCommand;
+
+/// What the log must look like for a decision's event to be appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The aggregate's last event is at this stream sequence (0: it has none yet).
+    AggregateAt(u64),
+    /// The last event of any aggregate of `kind` in the project is at `sequence`: for
+    /// decisions that span aggregates, such as unique names within a project.
+    ScopeAt { kind: AggregateKind, sequence: u64 },
+}
+
+/// One event to record, on one aggregate, with what the log must look like for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub aggregate_id: String,
+    pub event: Event,
+    pub expect: Expect,
+}
+
+impl Decision {
+    /// The next event on an aggregate whose last event is at stream sequence `version`.
+    pub fn next(aggregate_id: impl Into<String>, version: u64, event: Event) -> Self {
+        Decision {
+            aggregate_id: aggregate_id.into(),
+            event,
+            expect: Expect::AggregateAt(version),
+        }
+    }
+}
+
+/// Any command, of any aggregate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Target(TargetCommand),
+    Work(WorkCommand),
+    Agent(AgentCommand),
+    SpinUp(SpinUpCommand),
+}
+
+impl From<TargetCommand> for Command {
+    fn from(c: TargetCommand) -> Self {
+        Command::Target(c)
+    }
+}
+impl From<WorkCommand> for Command {
+    fn from(c: WorkCommand) -> Self {
+        Command::Work(c)
+    }
+}
+impl From<AgentCommand> for Command {
+    fn from(c: AgentCommand) -> Self {
+        Command::Agent(c)
+    }
+}
+impl From<SpinUpCommand> for Command {
+    fn from(c: SpinUpCommand) -> Self {
+        Command::SpinUp(c)
+    }
+}
+
+/// The settings the rules read: the routing policy, retries, spin-ups and the timers.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub routing: routing::RoutingPolicy,
+    pub retry: work::RetryPolicy,
+    pub spin_up: routing::SpinUpPolicy,
+    pub timing: schedule::Timing,
+}
+
+/// Decides `command` against `project`: the events to record (none when the state already
+/// is what was asked), or why not.
+pub fn decide(
+    command: &Command,
+    project: &Project,
+    settings: &Settings,
+) -> Result<Vec<Decision>, Rejection> {
+    match command {
+        Command::Target(c) => target::decide(c, project),
+        Command::Work(c) => work::decide(c, project, settings),
+        Command::Agent(c) => agent::decide(c, project, settings),
+        Command::SpinUp(c) => spin_up::decide(c, project),
+    }
+}

@@ -1,0 +1,327 @@
+use events::work::AfterFailure;
+use events::Event;
+use projections::WorkStatus;
+
+use super::*;
+use crate::routing::RoutingPolicy;
+use crate::testing::World;
+
+fn fail(w: &mut World, id: &str, now_ms: u64) -> AfterFailure {
+    let lease = w.lease(id);
+    let events = w
+        .when(WorkCommand::Fail {
+            lease,
+            error: "boom".into(),
+            recoverable: true,
+            now_ms,
+        })
+        .expect("a failure is recorded");
+    match events.as_slice() {
+        [Event::WorkFailed(f)] => f.then.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn corporate_work_only_reaches_copilot_agents_that_list_corporate() {
+    let mut w = World::default();
+    w.agent("claude", "claude-code", &["corporate", "personal"], 5);
+    w.agent("copilot-personal", "copilot-cli", &["personal"], 5);
+    w.submit("secret", "corporate", 5);
+    assert!(
+        w.assign_all().is_empty(),
+        "no agent may take corporate work yet"
+    );
+    assert_eq!(w.work("secret").status, WorkStatus::Pending);
+    w.agent("copilot-corp", "copilot-cli", &["corporate"], 1);
+    assert_eq!(
+        w.assign_all(),
+        vec![("secret".to_string(), "copilot-corp".to_string())]
+    );
+    let routing = w.work("secret").routing.clone().unwrap();
+    assert!(
+        routing.rule.contains("corporate: copilot-cli only"),
+        "{}",
+        routing.rule
+    );
+    assert_eq!(routing.candidates, vec!["copilot-corp"]);
+}
+
+#[test]
+fn an_assignment_that_breaks_the_policy_is_refused_whoever_asks() {
+    let mut w = World::default();
+    w.agent("claude", "claude-code", &["corporate"], 5);
+    w.submit("secret", "corporate", 5);
+    let refused = w.when(WorkCommand::Assign {
+        work_id: "secret".into(),
+        agent_id: "claude".into(),
+        lease_id: "l".into(),
+        reason: Default::default(),
+    });
+    assert!(
+        matches!(refused, Err(Rejection::WrongState(_))),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn preference_capacity_priority_and_fifo() {
+    let mut w = World::default();
+    w.agent("copilot", "copilot-cli", &["personal"], 1);
+    w.agent("claude", "claude-code", &["personal"], 2);
+    w.submit("low", "personal", 1);
+    w.submit("high-1", "personal", 9);
+    w.submit("high-2", "personal", 9);
+    w.submit("mid", "personal", 5);
+    // Personal prefers claude-code; claude has room for 2, then copilot takes one.
+    assert_eq!(
+        w.assign_all(),
+        vec![
+            ("high-1".to_string(), "claude".to_string()),
+            ("high-2".to_string(), "claude".to_string()),
+            ("mid".to_string(), "copilot".to_string()),
+        ]
+    );
+    assert_eq!(w.work("low").status, WorkStatus::Pending);
+    assert!(w
+        .project()
+        .agents
+        .iter()
+        .all(|a| a.active.len() as u32 <= a.max_concurrent_tasks));
+}
+
+#[test]
+fn failures_back_off_then_dead_letter_and_can_be_retried() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    let expected = [
+        AfterFailure::Retry { at_ms: 11_000 },
+        AfterFailure::Retry { at_ms: 12_000 },
+        AfterFailure::DeadLettered,
+    ];
+    for (attempt, then) in expected.into_iter().enumerate() {
+        w.now_ms = u64::MAX / 2;
+        assert_eq!(w.assign_all().len(), 1, "attempt {}", attempt + 1);
+        assert_eq!(fail(&mut w, "job", 10_000), then, "attempt {}", attempt + 1);
+    }
+    assert_eq!(w.work("job").status, WorkStatus::DeadLettered);
+    assert!(w.assign_all().is_empty());
+    w.when(WorkCommand::Retry {
+        work_id: "job".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        (w.work("job").status, w.work("job").attempts),
+        (WorkStatus::Pending, 0)
+    );
+    assert!(matches!(
+        w.when(WorkCommand::Retry {
+            work_id: "job".into()
+        }),
+        Err(Rejection::WrongState(_))
+    ));
+}
+
+#[test]
+fn backoff_holds_items_until_their_time() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    w.assign_all();
+    let now = w.now_ms;
+    assert_eq!(
+        fail(&mut w, "job", now),
+        AfterFailure::Retry { at_ms: now + 1_000 }
+    );
+    w.after_ms(999);
+    assert!(w.assign_all().is_empty(), "still backing off");
+    w.after_ms(1);
+    assert_eq!(w.assign_all().len(), 1, "due exactly at its time");
+}
+
+#[test]
+fn reports_are_fenced_by_lease_and_completion_is_idempotent() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.agent("b", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    w.assign_all();
+    let lease = w.lease("job");
+    let other = if lease.agent_id == "a" { "b" } else { "a" };
+    let stolen = Lease {
+        agent_id: other.into(),
+        ..lease.clone()
+    };
+    assert!(matches!(
+        w.when(WorkCommand::Accept { lease: stolen }),
+        Err(Rejection::LeaseLost(_))
+    ));
+    let old = Lease {
+        lease_id: "old-lease".into(),
+        ..lease.clone()
+    };
+    let complete = |lease: &Lease| WorkCommand::Complete {
+        lease: lease.clone(),
+        summary: "done".into(),
+        output: None,
+        artifacts: vec![],
+    };
+    assert!(matches!(
+        w.when(complete(&old)),
+        Err(Rejection::LeaseLost(_))
+    ));
+    assert_eq!(
+        w.when(WorkCommand::Accept {
+            lease: lease.clone()
+        })
+        .unwrap()
+        .len(),
+        1
+    );
+    assert!(
+        w.when(WorkCommand::Accept {
+            lease: lease.clone()
+        })
+        .unwrap()
+        .is_empty(),
+        "accepting twice records nothing"
+    );
+    assert_eq!(w.when(complete(&lease)).unwrap().len(), 1);
+    assert_eq!(w.work("job").status, WorkStatus::Completed);
+    assert!(
+        w.when(complete(&lease)).unwrap().is_empty(),
+        "a repeated completion records nothing"
+    );
+    assert!(w
+        .project()
+        .agents
+        .get(&lease.agent_id)
+        .unwrap()
+        .active
+        .is_empty());
+}
+
+#[test]
+fn an_agent_going_offline_ends_its_leases_in_the_same_commit() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 2);
+    w.submit("j1", "personal", 5);
+    w.submit("j2", "personal", 5);
+    w.assign_all();
+    let events = w
+        .when(crate::AgentCommand::GoOffline {
+            agent_id: "a".into(),
+            reason: "heartbeat-missed".into(),
+            now_ms: 5_000,
+        })
+        .unwrap();
+    let names: Vec<&str> = events.iter().map(Event::type_name).collect();
+    assert_eq!(
+        names,
+        ["work.lease-expired", "work.lease-expired", "agent.offline"],
+        "each lease ends on its own item, before the agent goes"
+    );
+    for id in ["j1", "j2"] {
+        assert_eq!(w.work(id).status, WorkStatus::Pending);
+        assert!(w.work(id).assigned_to.is_none());
+    }
+    let again = w.when(crate::AgentCommand::GoOffline {
+        agent_id: "a".into(),
+        reason: "again".into(),
+        now_ms: 6_000,
+    });
+    assert!(again.unwrap().is_empty());
+    w.now_ms = u64::MAX / 2;
+    assert!(w.assign_all().is_empty(), "offline agents get nothing");
+    // Another agent picks the freed items up: their versions still match their subjects.
+    w.agent("b", "claude-code", &["personal"], 2);
+    assert_eq!(w.assign_all().len(), 2);
+    assert_eq!(w.work("j1").attempts, 2);
+}
+
+#[test]
+fn cancel_rules() {
+    let mut w = World::default();
+    w.submit("job", "personal", 5);
+    let cancel = |id: &str| WorkCommand::Cancel {
+        work_id: id.into(),
+        reason: None,
+    };
+    assert_eq!(w.when(cancel("job")).unwrap().len(), 1);
+    assert_eq!(w.work("job").status, WorkStatus::Cancelled);
+    assert!(w.when(cancel("job")).unwrap().is_empty());
+    assert!(matches!(
+        w.when(cancel("nope")),
+        Err(Rejection::NotFound(_))
+    ));
+}
+
+#[test]
+fn submissions_are_validated_and_a_repeat_records_nothing() {
+    let bad = validate_submission(
+        "id",
+        &Submission {
+            description: " ".into(),
+            capability: "".into(),
+            boundary: "x".into(),
+            priority: Some(11),
+            deadline: Some("tomorrow".into()),
+            ..Default::default()
+        },
+        &RetryPolicy::default(),
+    );
+    match bad {
+        Err(Rejection::Invalid(e)) => {
+            let fields: Vec<&str> = e.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(
+                fields,
+                ["description", "capability", "priority", "deadline"]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut w = World::default();
+    w.submit("job", "personal", 5);
+    assert_eq!(
+        w.work("job").task_id,
+        "job",
+        "the id is the task id when none is given"
+    );
+    let again = w.when(WorkCommand::Submit {
+        id: "job".into(),
+        submission: Submission {
+            description: "other".into(),
+            capability: "rust".into(),
+            boundary: "personal".into(),
+            ..Default::default()
+        },
+    });
+    assert!(again.unwrap().is_empty());
+}
+
+#[test]
+fn a_policy_file_replaces_the_default_table() {
+    let mut w = World::default();
+    w.settings.routing = RoutingPolicy::from_json(
+        r#"{"boundaries": {"personal": {"allowedAgentTypes": ["codex"], "preferredAgentTypes": ["codex"]}}}"#,
+    )
+    .unwrap();
+    w.agent("claude", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    assert!(w.assign_all().is_empty());
+    w.agent("codex", "codex", &["personal"], 1);
+    assert_eq!(
+        w.assign_all(),
+        vec![("job".to_string(), "codex".to_string())]
+    );
+    assert!(w
+        .work("job")
+        .routing
+        .as_ref()
+        .unwrap()
+        .rule
+        .contains("codex only"));
+    let typo = RoutingPolicy::from_json(r#"{"boundaries": {"personal": {"allowed": ["codex"]}}}"#);
+    assert!(typo.is_err_and(|e| e.contains("unknown field")));
+}

@@ -1,0 +1,335 @@
+//! The coordinator's running parts: the scheduler ([`scheduler`]), the agent protocol's
+//! request handlers ([`rpc`]) and target health checks ([`health`]). Every rule is in the
+//! `decide` crate; this module feeds the rules state and the clock, records what they
+//! decide, and carries out what the recorded events ask for (pushes to agents, starting
+//! and stopping agents).
+
+mod health;
+mod rpc;
+mod scheduler;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_nats::Client;
+use decide::schedule::Liveness;
+use decide::{Command, Settings};
+use events::Event;
+use projections::Work;
+use serde::Serialize;
+
+use crate::commands::{CommandContext, CommandError, Commands, Recorded};
+use crate::mechanism::{Launch, Mechanisms};
+use crate::protocol::{self, Assignment};
+use crate::time::now_ms;
+
+pub use health::HealthOutcome;
+
+pub struct Coordinator {
+    pub commands: Arc<Commands>,
+    client: Client,
+    /// The NATS URL agents that Weft starts are told to join.
+    agent_nats_url: String,
+    pub mechanisms: Mechanisms,
+    /// When agents were last heard from, per project. High-churn, so kept out of the log:
+    /// only its consequence (`agent.offline`) is recorded.
+    liveness: Mutex<HashMap<String, Liveness>>,
+    /// When this instance began to listen: its start, or its last reconnection to NATS.
+    listening_since_ms: std::sync::atomic::AtomicU64,
+    /// Targets whose health check is running now.
+    checking: Mutex<HashSet<String>>,
+}
+
+pub fn system() -> CommandContext {
+    CommandContext {
+        actor: events::SYSTEM_ACTOR.into(),
+        correlation_id: None,
+        causation_id: None,
+    }
+}
+
+fn agent_actor(agent_id: &str) -> CommandContext {
+    CommandContext {
+        actor: format!("agent:{agent_id}"),
+        correlation_id: None,
+        causation_id: None,
+    }
+}
+
+fn caused_by(mut ctx: CommandContext, cause: Option<&str>) -> CommandContext {
+    ctx.causation_id = cause.map(String::from);
+    ctx
+}
+
+pub fn assignment(work: &Work) -> Assignment {
+    Assignment {
+        work_id: work.id.clone(),
+        lease_id: work.lease_id.clone().unwrap_or_default(),
+        task_id: work.task_id.clone(),
+        description: work.description.clone(),
+        capability: work.capability.clone(),
+        boundary: work.boundary.clone(),
+        priority: work.priority,
+        attempt: work.attempts,
+        deadline: work.deadline.clone(),
+        context_data: work
+            .context_data
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
+    }
+}
+
+impl Coordinator {
+    pub fn new(commands: Arc<Commands>, client: Client, agent_nats_url: String) -> Arc<Self> {
+        Arc::new(Self {
+            commands,
+            client,
+            agent_nats_url,
+            mechanisms: Mechanisms::default(),
+            liveness: Mutex::default(),
+            listening_since_ms: now_ms().into(),
+            checking: Mutex::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        self.commands.settings()
+    }
+
+    /// The connection to NATS came back: agents could not reach us meanwhile, so each
+    /// gets a fresh window before its silence counts.
+    pub fn reconnected(&self) {
+        self.listening_since_ms
+            .store(now_ms(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn heard(&self, project: &str, agent: &str) {
+        let mut liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        liveness
+            .entry(project.to_string())
+            .or_default()
+            .heard(agent, now_ms());
+    }
+
+    fn forget(&self, project: &str, agent: &str) {
+        let mut liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = liveness.get_mut(project) {
+            l.last_heard_ms.remove(agent);
+        }
+    }
+
+    /// What the liveness rule sees for `project` now.
+    fn liveness_of(&self, project: &str) -> Liveness {
+        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = liveness.get(project).cloned().unwrap_or_default();
+        l.listening_since_ms = self
+            .listening_since_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        l
+    }
+
+    /// When the agent last heartbeated (milliseconds since the epoch), if this process saw it.
+    pub fn last_heartbeat_ms(&self, project: &str, agent: &str) -> Option<u64> {
+        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        liveness.get(project)?.last_heard_ms.get(agent).copied()
+    }
+
+    /// Records a command's decision and carries out what its events ask for: pushes to
+    /// agents, starting an agent for a spin-up, stopping what a failed one started.
+    pub async fn run(
+        &self,
+        ctx: &CommandContext,
+        project: &str,
+        command: impl Into<Command>,
+    ) -> Result<Vec<Recorded>, CommandError> {
+        let recorded = self.commands.execute(ctx, project, command).await?;
+        for r in &recorded {
+            self.carry_out(project, r).await;
+        }
+        Ok(recorded)
+    }
+
+    async fn carry_out(&self, project: &str, recorded: &Recorded) {
+        let id = recorded.envelope.aggregate_id.as_str();
+        match &recorded.envelope.event {
+            Event::WorkAssigned(a) => {
+                let pushed = self.commands.projection().read(|s| {
+                    let w = s.project(project)?.work.get(id)?;
+                    (w.lease_id.as_deref() == Some(a.lease_id.as_str())).then(|| assignment(w))
+                });
+                if let Some(message) = pushed {
+                    tracing::debug!(project, work = id, agent = a.agent_id, "assigned");
+                    self.push(
+                        protocol::agent_subject(project, &a.agent_id, "assign"),
+                        &message,
+                    )
+                    .await;
+                }
+            }
+            Event::AgentShutdownRequested(s) => {
+                tracing::info!(project, agent = id, reason = s.reason, "asked to shut down");
+                self.push_shutdown(project, id, s.graceful, &s.reason).await;
+            }
+            Event::SpinUpTriggered(t) => {
+                tracing::info!(
+                    project,
+                    spin_up = id,
+                    target = t.target_name,
+                    reason = t.reason,
+                    "spin-up triggered"
+                );
+                self.launch(project, id).await;
+            }
+            Event::SpinUpFailed(f) if f.stage == "registration" => {
+                tracing::warn!(project, spin_up = id, "{}", f.error);
+                self.stop_spin_up(project, id).await;
+            }
+            Event::AgentWentOffline(o) => {
+                tracing::warn!(
+                    project,
+                    agent = id,
+                    reason = o.reason,
+                    "agent offline; its work goes back to the queue"
+                );
+                self.forget(project, id);
+            }
+            _ => {}
+        }
+    }
+
+    async fn push<T: Serialize>(&self, subject: String, message: &T) {
+        let body = serde_json::to_vec(message).unwrap_or_default();
+        if let Err(e) = self.client.publish(subject.clone(), body.into()).await {
+            // Not fatal: the next heartbeat reply carries the same information.
+            tracing::debug!(subject, "push not sent: {e}");
+        }
+    }
+
+    pub async fn push_cancel(
+        &self,
+        project: &str,
+        agent: &str,
+        work_id: &str,
+        reason: Option<String>,
+    ) {
+        let message = protocol::CancelRequest {
+            work_id: work_id.into(),
+            reason,
+        };
+        self.push(protocol::agent_subject(project, agent, "cancel"), &message)
+            .await;
+    }
+
+    async fn push_shutdown(&self, project: &str, agent: &str, graceful: bool, reason: &str) {
+        let message = protocol::ShutdownRequest {
+            graceful,
+            reason: reason.into(),
+        };
+        self.push(
+            protocol::agent_subject(project, agent, "shutdown"),
+            &message,
+        )
+        .await;
+    }
+
+    /// Starts the mechanism for a recorded spin-up and records its answer.
+    async fn launch(&self, project: &str, id: &str) {
+        let found = self.commands.projection().read(|s| {
+            let p = s.project(project)?;
+            let spin_up = p.spin_ups.get(id)?;
+            Some((p.targets.get(&spin_up.target_id)?.clone(), spin_up.clone()))
+        });
+        let Some((target, spin_up)) = found else {
+            return;
+        };
+        let launch = Launch {
+            spin_up_id: id,
+            target: &target,
+            project,
+            nats_url: &self.agent_nats_url,
+            work_id: spin_up.work_id.as_deref(),
+            capability: spin_up.capability.as_deref(),
+            boundary: spin_up.boundary.as_deref(),
+        };
+        let command = match self.mechanisms.start(&launch).await {
+            Ok(started) => {
+                tracing::info!(
+                    project,
+                    spin_up = id,
+                    target = target.name,
+                    "{}",
+                    started.detail
+                );
+                decide::SpinUpCommand::RecordStarted {
+                    spin_up_id: id.into(),
+                    detail: started.detail,
+                    pid: started.pid,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    project,
+                    spin_up = id,
+                    target = target.name,
+                    kind = error.kind(),
+                    "spin-up failed: {error}"
+                );
+                decide::SpinUpCommand::Fail {
+                    spin_up_id: id.into(),
+                    stage: "start".into(),
+                    error: error.to_string(),
+                }
+            }
+        };
+        if let Err(e) = self.commands.execute(&system(), project, command).await {
+            tracing::warn!(project, spin_up = id, "spin-up outcome not recorded: {e:?}");
+        }
+    }
+
+    /// Stops what a spin-up started; true when the mechanism did.
+    async fn stop_spin_up(&self, project: &str, id: &str) -> bool {
+        let found = self.commands.projection().read(|s| {
+            let p = s.project(project)?;
+            let spin_up = p.spin_ups.get(id)?;
+            Some((p.targets.get(&spin_up.target_id)?.clone(), spin_up.clone()))
+        });
+        let Some((target, spin_up)) = found else {
+            return false;
+        };
+        match self.mechanisms.stop(&target, &spin_up).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    project,
+                    spin_up = id,
+                    kind = e.kind(),
+                    "could not stop what the spin-up started: {e}"
+                );
+                false
+            }
+        }
+    }
+
+    /// Starts an agent on a target now (`POST /api/targets/{id}/spin-up`); the spin-up's id.
+    pub async fn spin_up_by_hand(
+        &self,
+        ctx: &CommandContext,
+        project: &str,
+        target: &str,
+    ) -> Result<Option<String>, CommandError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let recorded = self
+            .run(
+                ctx,
+                project,
+                decide::SpinUpCommand::Trigger {
+                    spin_up_id: id.clone(),
+                    target: target.into(),
+                    reason: "manual".into(),
+                    work: None,
+                },
+            )
+            .await?;
+        Ok((!recorded.is_empty()).then_some(id))
+    }
+}

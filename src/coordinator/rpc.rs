@@ -1,0 +1,229 @@
+//! The agent protocol's request handlers (`weft.rpc.<project>.<operation>`, queue group
+//! `weft`): registration, heartbeats, goodbyes and work reports. See
+//! `docs/agent-protocol.md`.
+
+use std::sync::Arc;
+
+use decide::work::Lease;
+use decide::{AgentCommand, WorkCommand};
+use futures::StreamExt;
+use projections::AgentStatus;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::{agent_actor, assignment, caused_by, Coordinator};
+use crate::commands::CommandError;
+use crate::protocol::{self, codes, Assignment, Reply};
+use crate::time::now_ms;
+
+type Answer = Vec<u8>;
+
+fn reply<T: serde::Serialize>(r: Reply<T>) -> Answer {
+    serde_json::to_vec(&r).unwrap_or_default()
+}
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Answer> {
+    serde_json::from_slice(payload).map_err(|e| {
+        reply(Reply::<()>::err(
+            codes::INVALID,
+            format!("malformed request: {e}"),
+        ))
+    })
+}
+
+/// A refusal in the protocol's terms: each kind of rejection has its own code.
+fn failure(e: CommandError) -> Answer {
+    reply(match e {
+        CommandError::Rejected(r) => Reply::<()>::err(r.code(), r.to_string()),
+        CommandError::Contended => Reply::err(codes::UNAVAILABLE, "busy; retry"),
+        CommandError::Unavailable(m) => Reply::err(codes::UNAVAILABLE, m),
+    })
+}
+
+impl Coordinator {
+    /// Answers the agent protocol's requests until the subscription ends or `shutdown`.
+    pub async fn serve_rpc(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), String> {
+        let mut requests = self
+            .client
+            .queue_subscribe("weft.rpc.*.>", protocol::RPC_QUEUE_GROUP.into())
+            .await
+            .map_err(|e| format!("cannot subscribe to the agent protocol: {e}"))?;
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = requests.next() => message,
+            };
+            let Some(message) = message else { break };
+            let this = self.clone();
+            tokio::spawn(async move { this.answer(message).await });
+        }
+        // Stop taking requests, so another instance in the queue group answers them.
+        let _ = requests.unsubscribe().await;
+        Ok(())
+    }
+
+    async fn answer(&self, message: async_nats::Message) {
+        let Some(reply_to) = message.reply.clone() else {
+            return;
+        };
+        let mut tokens = message.subject.as_str().splitn(4, '.');
+        let (project, operation) =
+            match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
+                (Some("weft"), Some("rpc"), Some(p), Some(op)) => (p.to_string(), op.to_string()),
+                _ => return,
+            };
+        let body = if !events::subject::is_valid_token(&project) {
+            reply(Reply::<()>::err(codes::INVALID, "invalid project id"))
+        } else {
+            let payload = &message.payload;
+            let outcome = match operation.as_str() {
+                protocol::REGISTER => self.register(&project, payload).await,
+                protocol::HEARTBEAT => self.heartbeat(&project, payload),
+                protocol::DEREGISTER => self.deregister(&project, payload).await,
+                protocol::ACCEPT | protocol::PROGRESS | protocol::COMPLETE | protocol::FAIL => {
+                    self.report(&project, &operation, payload).await
+                }
+                other => Err(reply(Reply::<()>::err(
+                    codes::INVALID,
+                    format!("unknown operation {other}"),
+                ))),
+            };
+            outcome.unwrap_or_else(|answer| answer)
+        };
+        if let Err(e) = self.client.publish(reply_to, body.into()).await {
+            tracing::debug!("reply not sent: {e}");
+        }
+    }
+
+    async fn register(&self, project: &str, payload: &[u8]) -> Result<Answer, Answer> {
+        let request: protocol::RegisterRequest = parse(payload)?;
+        let id = request.agent_id.clone();
+        let spin_up = request.spin_up_id.clone();
+        let command = AgentCommand::Register {
+            agent_id: request.agent_id,
+            registration: events::work::AgentRegistered {
+                agent_type: request.agent_type,
+                capabilities: request.capabilities,
+                boundaries: request.boundaries,
+                max_concurrent_tasks: request.max_concurrent_tasks,
+                idle_timeout_ms: request.idle_timeout_ms,
+                hostname: request.hostname,
+                handle: request.handle,
+                spin_up_id: request.spin_up_id,
+                target_id: request.target_id,
+            },
+            now_ms: now_ms(),
+        };
+        let ctx = caused_by(agent_actor(&id), spin_up.as_deref());
+        self.run(&ctx, project, command).await.map_err(failure)?;
+        self.heard(project, &id);
+        tracing::info!(project, agent = id, "agent registered");
+        Ok(reply(Reply::ok(protocol::RegisterReply {
+            heartbeat_interval_ms: self.settings().timing.heartbeat_interval_ms,
+        })))
+    }
+
+    fn heartbeat(&self, project: &str, payload: &[u8]) -> Result<Answer, Answer> {
+        let request: protocol::HeartbeatRequest = parse(payload)?;
+        let known = self.commands.projection().read(|s| {
+            let p = s.project(project)?;
+            let agent = p
+                .agents
+                .get(&request.agent_id)
+                .filter(|a| a.status == AgentStatus::Online)?;
+            let assignments: Vec<Assignment> = agent
+                .active
+                .iter()
+                .filter_map(|id| p.work.get(id))
+                .map(assignment)
+                .collect();
+            let cancel = request
+                .running
+                .iter()
+                .filter(|id| !agent.active.contains(*id))
+                .cloned()
+                .collect();
+            let shutdown =
+                agent
+                    .shutdown_requested
+                    .as_ref()
+                    .map(|reason| protocol::ShutdownRequest {
+                        graceful: true,
+                        reason: reason.clone(),
+                    });
+            Some(protocol::HeartbeatReply {
+                registered: true,
+                assignments,
+                cancel,
+                shutdown,
+            })
+        });
+        let answer = match known {
+            Some(r) => {
+                self.heard(project, &request.agent_id);
+                r
+            }
+            // Unknown or marked offline: whatever it runs is no longer its own.
+            None => protocol::HeartbeatReply {
+                registered: false,
+                cancel: request.running,
+                ..Default::default()
+            },
+        };
+        Ok(reply(Reply::ok(answer)))
+    }
+
+    async fn deregister(&self, project: &str, payload: &[u8]) -> Result<Answer, Answer> {
+        let request: protocol::DeregisterRequest = parse(payload)?;
+        let command = AgentCommand::GoOffline {
+            agent_id: request.agent_id.clone(),
+            reason: "shutdown".into(),
+            now_ms: now_ms(),
+        };
+        self.run(&agent_actor(&request.agent_id), project, command)
+            .await
+            .map_err(failure)?;
+        self.forget(project, &request.agent_id);
+        Ok(reply(Reply::ok(())))
+    }
+
+    async fn report(
+        &self,
+        project: &str,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Answer, Answer> {
+        let r: protocol::WorkReport = parse(payload)?;
+        self.heard(project, &r.agent_id);
+        let lease = Lease {
+            work_id: r.work_id,
+            agent_id: r.agent_id.clone(),
+            lease_id: r.lease_id,
+        };
+        let message = r.message.unwrap_or_default();
+        let command = match operation {
+            protocol::ACCEPT => WorkCommand::Accept { lease },
+            protocol::PROGRESS => WorkCommand::Progress {
+                lease,
+                progress: r.progress,
+                message,
+            },
+            protocol::COMPLETE => WorkCommand::Complete {
+                lease,
+                summary: message,
+                output: r.output,
+                artifacts: r.artifacts,
+            },
+            _ => WorkCommand::Fail {
+                lease,
+                error: message,
+                recoverable: r.recoverable.unwrap_or(true),
+                now_ms: now_ms(),
+            },
+        };
+        self.run(&agent_actor(&r.agent_id), project, command)
+            .await
+            .map_err(failure)?;
+        Ok(reply(Reply::ok(())))
+    }
+}
