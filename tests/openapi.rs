@@ -6,10 +6,16 @@ fn openapi_yaml_is_up_to_date() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.yaml");
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     let generated = weft::api::spec_yaml();
-    assert!(
-        committed == generated,
-        "openapi.yaml is stale: run `cargo run -- openapi > openapi.yaml` and commit it"
-    );
+    if committed != generated {
+        let diff = similar::TextDiff::from_lines(&committed, &generated)
+            .unified_diff()
+            .context_radius(2)
+            .header("openapi.yaml (committed)", "weft openapi (generated)")
+            .to_string();
+        panic!(
+            "openapi.yaml is stale: run `cargo run -- openapi > openapi.yaml` and commit it\n{diff}"
+        );
+    }
     for path in [
         "/health",
         "/api/targets",

@@ -131,6 +131,11 @@ pub fn to_json_response(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
+    // A query or path parameter that does not parse (an unknown status, say): name it.
+    if let Some(param) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        let message = param.reason.clone();
+        return poem::IntoResponse::into_response(ApiError::validation(param.name, message));
+    }
     let status = err.status();
     let name = match status {
         StatusCode::BAD_REQUEST => "ValidationError",

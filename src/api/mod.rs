@@ -6,6 +6,7 @@ pub mod channels;
 
 pub mod error;
 pub mod events;
+pub mod names;
 pub mod pagination;
 pub mod stats;
 

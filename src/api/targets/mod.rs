@@ -1,344 +1,27 @@
 //! `/api/targets`: spin-up targets, every change recorded as an event.
 
+mod types;
+
 use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::OpenApi;
 use projections::{HealthStatus, Target, TargetStatus};
 
-use super::batch::BatchOutcome;
-use super::error::ApiError;
-use super::pagination::{self, filter_hash};
-use super::strict::Strict;
-use super::{Actor, AppState, Tag};
+use crate::api::batch::BatchOutcome;
+use crate::api::error::ApiError;
+use crate::api::pagination::{self, filter_hash};
+use crate::api::strict::Strict;
+use crate::api::{Actor, AppState, Tag};
 use crate::time::rfc3339;
-use decide::target::{HealthCheckInput, NewTarget, TargetPatch};
+use decide::target::{NewTarget, TargetPatch};
 use decide::TargetCommand;
 
+pub use types::*;
+
 pub struct TargetsApi;
-
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-#[oai(rename_all = "kebab-case")]
-pub enum TargetStatusName {
-    Available,
-    InUse,
-    Disabled,
-    Error,
-}
-
-impl From<TargetStatus> for TargetStatusName {
-    fn from(s: TargetStatus) -> Self {
-        match s {
-            TargetStatus::Available => Self::Available,
-            TargetStatus::InUse => Self::InUse,
-            TargetStatus::Disabled => Self::Disabled,
-            TargetStatus::Error => Self::Error,
-        }
-    }
-}
-
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-#[oai(rename_all = "kebab-case")]
-pub enum HealthStatusName {
-    Healthy,
-    Unhealthy,
-    Unknown,
-}
-
-impl From<HealthStatus> for HealthStatusName {
-    fn from(s: HealthStatus) -> Self {
-        match s {
-            HealthStatus::Healthy => Self::Healthy,
-            HealthStatus::Unhealthy => Self::Unhealthy,
-            HealthStatus::Unknown => Self::Unknown,
-        }
-    }
-}
-
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct HealthCheckView {
-    pub enabled: bool,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-}
-
-/// A spin-up target, in the original's field order. `config` uses the nested layout
-/// (`{"mechanism": "ssh", "ssh": {...}}`) and never contains a secret.
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct TargetView {
-    pub id: String,
-    pub name: String,
-    #[oai(skip_serializing_if_is_none)]
-    pub description: Option<String>,
-    pub agent_type: String,
-    pub capabilities: Vec<String>,
-    pub boundaries: Vec<String>,
-    pub mechanism: String,
-    pub config: serde_json::Value,
-    pub status: TargetStatusName,
-    #[oai(skip_serializing_if_is_none)]
-    pub current_agent_guid: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    pub health_check: Option<HealthCheckView>,
-    pub health_status: HealthStatusName,
-    #[oai(skip_serializing_if_is_none)]
-    pub last_health_check: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    pub last_error: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    pub disabled_reason: Option<String>,
-    /// How it was registered (`api`, `cli`, `agent`, `config`).
-    pub registered_by: String,
-    /// Who registered it (the token's name, or `anonymous` without auth).
-    pub registered_by_actor: String,
-    pub registered_at: String,
-    pub updated_at: String,
-    #[oai(skip_serializing_if_is_none)]
-    pub last_used_at: Option<String>,
-    pub use_count: u64,
-    pub tags: Vec<String>,
-    /// How many agents it may run at once.
-    pub max_agents: u32,
-    pub project_id: String,
-}
-
-impl TargetView {
-    pub fn new(project: &str, t: &Target) -> Self {
-        let mechanism = t.config.mechanism();
-        let mut config = serde_json::Map::new();
-        config.insert("mechanism".into(), mechanism.as_str().into());
-        if let Ok(serde_json::Value::Object(outer)) = serde_json::to_value(&t.config) {
-            config.extend(outer);
-        }
-        Self {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            description: t.description.clone(),
-            agent_type: t.agent_type.clone(),
-            capabilities: t.capabilities.clone(),
-            boundaries: t.boundaries.clone(),
-            mechanism: mechanism.as_str().into(),
-            config: serde_json::Value::Object(config),
-            status: t.status.into(),
-            current_agent_guid: t.current_agent_guid.clone(),
-            health_check: t.health_check.as_ref().map(|h| HealthCheckView {
-                enabled: h.enabled,
-                interval_ms: h.interval_ms,
-                timeout_ms: h.timeout_ms,
-            }),
-            health_status: t.health_status.into(),
-            last_health_check: t.last_health_check_ms.map(rfc3339),
-            last_error: t.last_error.clone(),
-            disabled_reason: t.disabled_reason.clone(),
-            registered_by: t.registered_by.clone(),
-            registered_by_actor: t.registered_by_actor.clone(),
-            registered_at: rfc3339(t.registered_at_ms),
-            updated_at: rfc3339(t.updated_at_ms),
-            last_used_at: t.last_used_at_ms.map(rfc3339),
-            use_count: t.use_count,
-            tags: t.tags.clone(),
-            max_agents: t.max_agents,
-            project_id: project.to_string(),
-        }
-    }
-}
-
-#[derive(Object, serde::Deserialize, Clone, Debug)]
-#[oai(rename_all = "camelCase", deny_unknown_fields)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct HealthCheckRequest {
-    pub enabled: bool,
-    pub interval_ms: Option<u64>,
-    pub timeout_ms: Option<u64>,
-}
-
-impl From<HealthCheckRequest> for HealthCheckInput {
-    fn from(h: HealthCheckRequest) -> Self {
-        HealthCheckInput {
-            enabled: h.enabled,
-            interval_ms: h.interval_ms,
-            timeout_ms: h.timeout_ms,
-        }
-    }
-}
-
-/// A target to register. `config` may be nested (`{"mechanism":"ssh","ssh":{"host":...}}`)
-/// or flat (`{"mechanism":"ssh","host":...}`); secrets are referenced, never sent.
-#[derive(Object, serde::Deserialize, Clone, Debug)]
-#[oai(rename_all = "camelCase", deny_unknown_fields)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TargetRegisterRequest {
-    pub name: String,
-    pub description: Option<String>,
-    /// `claude-code`, `copilot-cli`, or another agent type.
-    pub agent_type: String,
-    pub capabilities: Vec<String>,
-    /// Default: corporate, corporate-adjacent, personal, open-source.
-    pub boundaries: Option<Vec<String>>,
-    /// `ssh`, `github-actions`, `local`, `webhook` or `kubernetes`.
-    pub mechanism: String,
-    pub config: serde_json::Value,
-    pub health_check: Option<HealthCheckRequest>,
-    pub tags: Option<Vec<String>>,
-    /// How many agents it may run at once (default 1).
-    pub max_agents: Option<i64>,
-    /// The project (default `LOOMINAL_PROJECT_ID`).
-    pub project_id: Option<String>,
-}
-
-/// Fields to change; absent ones stay. `config` is merged key by key (null removes one).
-#[derive(Object, serde::Deserialize, Clone, Debug)]
-#[oai(rename_all = "camelCase", deny_unknown_fields)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TargetUpdateRequest {
-    pub description: Option<String>,
-    pub capabilities: Option<Vec<String>>,
-    pub boundaries: Option<Vec<String>>,
-    pub config: Option<serde_json::Value>,
-    pub health_check: Option<HealthCheckRequest>,
-    pub tags: Option<Vec<String>>,
-    pub max_agents: Option<i64>,
-    pub project_id: Option<String>,
-}
-
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct TargetList {
-    pub targets: Vec<TargetView>,
-    pub count: usize,
-    pub total: usize,
-    pub has_more: bool,
-    pub next_cursor: Option<String>,
-    pub prev_cursor: Option<String>,
-}
-
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct TargetChanged {
-    pub success: bool,
-    pub message: String,
-    /// The target as it is now (absent after removal).
-    #[oai(skip_serializing_if_is_none)]
-    pub target: Option<TargetView>,
-}
-
-#[derive(Object, serde::Deserialize, Clone, Debug, Default)]
-#[oai(rename_all = "camelCase", deny_unknown_fields)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DisableBatchFilter {
-    pub agent_type: Option<String>,
-    pub status: Option<String>,
-    pub mechanism: Option<String>,
-}
-
-#[derive(Object, serde::Deserialize, Clone, Debug)]
-#[oai(rename_all = "camelCase", deny_unknown_fields)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DisableBatchRequest {
-    pub filter: Option<DisableBatchFilter>,
-    /// Ids or names.
-    pub target_ids: Option<Vec<String>>,
-    /// Accepted for compatibility: a disabled target is never used for spin-ups anyway.
-    pub prevent_spin_up: Option<bool>,
-    pub reason: Option<String>,
-    pub project_id: Option<String>,
-}
-
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct DisableBatchResponse {
-    #[oai(flatten)]
-    pub outcome: BatchOutcome,
-    pub disabled_targets: Vec<String>,
-    pub already_disabled: Vec<String>,
-}
-
-/// The result of a health check (the original answered `{healthy, latencyMs}`).
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct HealthCheckResult {
-    pub target_id: String,
-    pub healthy: bool,
-    pub latency_ms: u64,
-    pub timestamp: String,
-    #[oai(skip_serializing_if_is_none)]
-    pub error: Option<String>,
-}
-
-#[derive(Object, Clone, Debug)]
-#[oai(rename_all = "camelCase")]
-pub struct SpinUpResponse {
-    /// The spin-up's id.
-    pub operation_id: String,
-    pub target_name: String,
-    /// started (waiting for the agent to register) or failed.
-    pub status: String,
-    pub success: bool,
-    #[oai(skip_serializing_if_is_none)]
-    pub detail: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    pub error: Option<String>,
-}
-
-#[derive(ApiResponse)]
-pub enum ListResponse {
-    #[oai(status = 200)]
-    Ok(
-        Json<TargetList>,
-        /// Set when the deprecated `classification` parameter was used.
-        #[oai(header = "X-Deprecated-Param")]
-        Option<String>,
-    ),
-}
-
-#[derive(ApiResponse)]
-pub enum CreatedResponse {
-    #[oai(status = 201)]
-    Created(Json<TargetView>),
-}
-
-fn mechanism_filter(value: Option<&str>) -> Result<(), ApiError> {
-    match value {
-        Some(m) if events::target::Mechanism::parse(m).is_none() => Err(ApiError::validation(
-            "mechanism",
-            "must be one of ssh, github-actions, local, webhook, kubernetes",
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn status_filter(value: Option<&str>) -> Result<Option<TargetStatus>, ApiError> {
-    value
-        .map(|s| match s {
-            "available" => Ok(TargetStatus::Available),
-            "in-use" => Ok(TargetStatus::InUse),
-            "disabled" => Ok(TargetStatus::Disabled),
-            "error" => Ok(TargetStatus::Error),
-            _ => Err(ApiError::validation(
-                "status",
-                "must be one of available, in-use, disabled, error",
-            )),
-        })
-        .transpose()
-}
-
-fn health_filter(value: Option<&str>) -> Result<Option<HealthStatus>, ApiError> {
-    value
-        .map(|s| match s {
-            "healthy" => Ok(HealthStatus::Healthy),
-            "unhealthy" => Ok(HealthStatus::Unhealthy),
-            "unknown" => Ok(HealthStatus::Unknown),
-            _ => Err(ApiError::validation(
-                "healthStatus",
-                "must be one of healthy, unhealthy, unknown",
-            )),
-        })
-        .transpose()
-}
 
 fn changed(project: &str, app: &AppState, key: &str, message: String) -> TargetChanged {
     let target = app.commands.projection().read(|s| {
@@ -364,13 +47,13 @@ impl TargetsApi {
         /// Agent type.
         #[oai(name = "type")]
         agent_type: Query<Option<String>>,
-        status: Query<Option<String>>,
+        status: Query<Option<TargetStatusName>>,
         capability: Query<Option<String>>,
         boundary: Query<Option<String>>,
         /// Deprecated alias of `boundary`.
         classification: Query<Option<String>>,
-        mechanism: Query<Option<String>>,
-        #[oai(name = "healthStatus")] health_status: Query<Option<String>>,
+        mechanism: Query<Option<MechanismName>>,
+        #[oai(name = "healthStatus")] health_status: Query<Option<HealthStatusName>>,
         tag: Query<Option<String>>,
         #[oai(name = "projectId")] project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
@@ -380,15 +63,15 @@ impl TargetsApi {
         let deprecated = (classification.0.is_some() && boundary.0.is_none())
             .then(|| "classification (use boundary instead)".to_string());
         let boundary = boundary.0.or(classification.0);
-        let status = status_filter(status.0.as_deref())?;
-        let health = health_filter(health_status.0.as_deref())?;
-        mechanism_filter(mechanism.0.as_deref())?;
+        let status = status.0.map(TargetStatus::from);
+        let health = health_status.0.map(HealthStatus::from);
+        let mechanism = mechanism.0.map(events::target::Mechanism::from);
         let hash = filter_hash(&[
             ("agentType", agent_type.0.as_deref()),
             ("status", status.map(TargetStatus::as_str)),
             ("capability", capability.0.as_deref()),
             ("boundary", boundary.as_deref()),
-            ("mechanism", mechanism.0.as_deref()),
+            ("mechanism", mechanism.map(|m| m.as_str())),
             ("healthStatus", health.map(HealthStatus::as_str)),
             ("tag", tag.0.as_deref()),
         ]);
@@ -405,12 +88,7 @@ impl TargetsApi {
                 .filter(|t| agent_type.0.as_ref().is_none_or(|a| &t.agent_type == a))
                 .filter(|t| status.is_none_or(|s| t.status == s))
                 .filter(|t| health.is_none_or(|h| t.health_status == h))
-                .filter(|t| {
-                    mechanism
-                        .0
-                        .as_ref()
-                        .is_none_or(|m| t.config.mechanism().as_str() == m)
-                })
+                .filter(|t| mechanism.is_none_or(|m| t.config.mechanism() == m))
                 .filter(|t| contains(&t.capabilities, &capability.0))
                 .filter(|t| contains(&t.boundaries, &boundary))
                 .filter(|t| contains(&t.tags, &tag.0))
@@ -682,7 +360,7 @@ impl TargetsApi {
         Ok(Json(SpinUpResponse {
             operation_id: operation,
             target_name: view.name,
-            status: spin_up.status.as_str().into(),
+            status: spin_up.status.into(),
             success: spin_up.status != projections::SpinUpStatus::Failed,
             detail: spin_up.detail,
             error: spin_up.error,
@@ -708,8 +386,8 @@ impl TargetsApi {
             }
             (Some(ids), _) => ids.clone(),
             (None, Some(filter)) => {
-                let status = status_filter(filter.status.as_deref())?;
-                mechanism_filter(filter.mechanism.as_deref())?;
+                let status = filter.status.map(TargetStatus::from);
+                let mechanism = filter.mechanism.map(events::target::Mechanism::from);
                 app.commands.projection().read(|s| {
                     s.project(&project).map_or_else(Vec::new, |p| {
                         p.targets
@@ -721,12 +399,7 @@ impl TargetsApi {
                                     .is_none_or(|a| &t.agent_type == a)
                             })
                             .filter(|t| status.is_none_or(|st| t.status == st))
-                            .filter(|t| {
-                                filter
-                                    .mechanism
-                                    .as_ref()
-                                    .is_none_or(|m| t.config.mechanism().as_str() == m)
-                            })
+                            .filter(|t| mechanism.is_none_or(|m| t.config.mechanism() == m))
                             .map(|t| t.id.clone())
                             .collect()
                     })

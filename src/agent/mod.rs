@@ -4,7 +4,6 @@
 //! retried until Weft answers, so an outage of NATS or Weft delays them but loses nothing.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,10 +11,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use crate::protocol::{self, codes, Assignment, Reply};
+
+mod command;
+pub use command::render_command;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentConfig {
@@ -75,25 +76,6 @@ pub struct AgentConfig {
     /// shell-quoted values; the item also arrives in WEFT_* variables and on stdin.
     #[arg(long, env = "AGENT_COMMAND")]
     pub command: String,
-}
-
-/// Wraps `value` in single quotes for `sh`.
-pub fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
-
-pub fn render_command(template: &str, a: &Assignment) -> String {
-    [
-        ("{description}", &a.description),
-        ("{taskId}", &a.task_id),
-        ("{workId}", &a.work_id),
-        ("{capability}", &a.capability),
-        ("{boundary}", &a.boundary),
-    ]
-    .iter()
-    .fold(template.to_string(), |cmd, (placeholder, value)| {
-        cmd.replace(placeholder, &shell_quote(value))
-    })
 }
 
 struct Running {
@@ -264,167 +246,6 @@ impl Runtime {
         }
     }
 
-    async fn execute(&self, a: &Assignment, mut cancelled: oneshot::Receiver<()>) -> Outcome {
-        if let Err(e) = self
-            .call_until_answered::<_, ()>(protocol::ACCEPT, &self.report(a))
-            .await
-        {
-            return Outcome::Refused(e);
-        }
-        let command = render_command(&self.config.command, a);
-        tracing::info!(work = a.work_id, task = a.task_id, "running: {command}");
-        let spawned = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .env("WEFT_WORK_ID", &a.work_id)
-            .env("WEFT_TASK_ID", &a.task_id)
-            .env("WEFT_LEASE_ID", &a.lease_id)
-            .env("WEFT_WORK_DESCRIPTION", &a.description)
-            .env("WEFT_CAPABILITY", &a.capability)
-            .env("WEFT_BOUNDARY", &a.boundary)
-            .env("WEFT_PRIORITY", a.priority.to_string())
-            .env("WEFT_ATTEMPT", a.attempt.to_string())
-            .env(
-                "WEFT_CONTEXT_DATA",
-                a.context_data
-                    .as_ref()
-                    .map(|c| c.to_string())
-                    .unwrap_or_default(),
-            )
-            .env("WEFT_PROJECT", &self.config.project)
-            .env("WEFT_AGENT_ID", &self.id)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so a cancel stops everything the command started.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .finish(a, Err(format!("cannot start the command: {e}")))
-                    .await
-            }
-        };
-        if let Some(mut stdin) = child.stdin.take() {
-            let description = a.description.clone();
-            tokio::spawn(async move {
-                let _ = stdin.write_all(description.as_bytes()).await;
-            });
-        }
-        let (lines_tx, mut lines) = mpsc::channel::<String>(256);
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = lines_tx.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    if tx.send(line).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(lines_tx);
-        let pgid = child.id();
-        let mut tail: Vec<String> = Vec::new();
-        let mut unsent: Vec<String> = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut output_open = true;
-        let status = loop {
-            tokio::select! {
-                line = lines.recv(), if output_open => match line {
-                    Some(line) => {
-                        unsent.push(line.clone());
-                        tail.push(line);
-                        if tail.len() > 200 {
-                            tail.remove(0);
-                        }
-                    }
-                    None => output_open = false,
-                },
-                _ = tick.tick() => {
-                    if !unsent.is_empty() {
-                        let mut report = self.report(a);
-                        report.message = Some(unsent.split_off(unsent.len().saturating_sub(20)).join("\n"));
-                        unsent.clear();
-                        // Progress is best effort: one try, no retries.
-                        if let Ok(reply) = self.call::<_, ()>(protocol::PROGRESS, &report).await {
-                            if reply.code.as_deref() == Some(codes::LEASE_LOST) {
-                                self.cancel(&a.work_id);
-                            }
-                        }
-                    }
-                }
-                _ = &mut cancelled => {
-                    stop_group(pgid, &mut child).await;
-                    tracing::info!(work = a.work_id, "command stopped");
-                    return Outcome::Done;
-                }
-                status = child.wait() => break status,
-            }
-        };
-        // Collect what the command printed last.
-        while let Ok(Some(line)) =
-            tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
-        {
-            tail.push(line);
-        }
-        let text = tail.join("\n");
-        let last: String = text
-            .chars()
-            .rev()
-            .take(4000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        match status {
-            Ok(s) if s.success() => self.finish(a, Ok((last, text))).await,
-            Ok(s) => {
-                self.finish(a, Err(format!("the command exited with {s}: {last}")))
-                    .await
-            }
-            Err(e) => {
-                self.finish(a, Err(format!("waiting for the command failed: {e}")))
-                    .await
-            }
-        }
-    }
-
-    async fn finish(&self, a: &Assignment, result: Result<(String, String), String>) -> Outcome {
-        let mut report = self.report(a);
-        let operation = match result {
-            Ok((summary, output)) => {
-                report.message = Some(summary);
-                report.output = Some(output);
-                protocol::COMPLETE
-            }
-            Err(error) => {
-                report.message = Some(error);
-                report.recoverable = Some(true);
-                protocol::FAIL
-            }
-        };
-        match self.call_until_answered::<_, ()>(operation, &report).await {
-            Ok(_) => {
-                tracing::info!(work = a.work_id, "reported: {operation}");
-                Outcome::Done
-            }
-            Err(e) => Outcome::Refused(e),
-        }
-    }
-
     async fn heartbeat(self: &Arc<Self>) {
         let request = protocol::HeartbeatRequest {
             agent_id: self.id.clone(),
@@ -491,23 +312,6 @@ impl Runtime {
         }
         self.changed.notify_one();
     }
-}
-
-async fn stop_group(pgid: Option<u32>, child: &mut tokio::process::Child) {
-    if let Some(pgid) = pgid {
-        // SAFETY: signalling the process group we created for this command.
-        unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGTERM) };
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_ok()
-        {
-            // The leader is gone; make sure nothing it started lingers.
-            unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
-            return;
-        }
-        unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
-    }
-    let _ = child.kill().await;
 }
 
 pub async fn run(config: AgentConfig) -> Result<(), String> {
@@ -601,29 +405,4 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
         Err(e) => tracing::warn!("could not deregister ({e}); Weft will notice the silence"),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_are_filled_with_shell_quoted_values() {
-        let a = Assignment {
-            work_id: "w1".into(),
-            lease_id: "l".into(),
-            task_id: "t1".into(),
-            description: "fix it; rm -rf / 'now'".into(),
-            capability: "rust".into(),
-            boundary: "personal".into(),
-            priority: 5,
-            attempt: 1,
-            deadline: None,
-            context_data: None,
-        };
-        assert_eq!(
-            render_command("claude -p {description} --task {taskId}", &a),
-            r"claude -p 'fix it; rm -rf / '\''now'\''' --task 't1'"
-        );
-    }
 }

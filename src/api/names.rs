@@ -1,0 +1,102 @@
+//! The enumerations of the API (statuses, health, mechanisms), each declared once with
+//! its conversions to and from the read models, so the spec lists what is accepted and a
+//! filter is checked by its type.
+
+/// Declares an API enum in kebab-case that mirrors a read model's enum variant by variant.
+macro_rules! mirrored {
+    ($(#[$doc:meta])* $name:ident <=> $model:ty { $($variant:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            poem_openapi::Enum, serde::Deserialize, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq,
+        )]
+        #[oai(rename_all = "kebab-case")]
+        #[serde(rename_all = "kebab-case")]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl From<$model> for $name {
+            fn from(v: $model) -> Self {
+                match v {
+                    $(<$model>::$variant => Self::$variant),*
+                }
+            }
+        }
+
+        impl From<$name> for $model {
+            fn from(v: $name) -> Self {
+                match v {
+                    $($name::$variant => <$model>::$variant),*
+                }
+            }
+        }
+    };
+}
+
+mirrored! {
+    /// A work item's place in its lifecycle.
+    WorkStatusName <=> projections::WorkStatus {
+        Pending, Assigned, InProgress, Completed, Failed, Cancelled, DeadLettered,
+    }
+}
+
+mirrored! {
+    /// `in-use`: an agent Weft started runs there.
+    TargetStatusName <=> projections::TargetStatus { Available, InUse, Disabled, Error }
+}
+
+mirrored! {
+    HealthStatusName <=> projections::HealthStatus { Healthy, Unhealthy, Unknown }
+}
+
+mirrored! {
+    /// A spin-up's progress: triggered, then started by its mechanism, then completed when
+    /// its agent registers; or failed; stopped at scale-down.
+    SpinUpStatusName <=> projections::SpinUpStatus { Triggered, Started, Completed, Failed, Stopped }
+}
+
+mirrored! {
+    /// How a target starts agents.
+    MechanismName <=> events::target::Mechanism { Ssh, GithubActions, Local, Webhook, Kubernetes }
+}
+
+/// An agent as the API shows it: `busy` is online with every slot taken.
+#[derive(
+    poem_openapi::Enum, serde::Deserialize, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq,
+)]
+#[oai(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentStatusName {
+    Online,
+    Busy,
+    Offline,
+}
+
+impl AgentStatusName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatusName::Online => "online",
+            AgentStatusName::Busy => "busy",
+            AgentStatusName::Offline => "offline",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_names_are_the_read_models_names() {
+        for s in projections::WorkStatus::ALL {
+            let name = serde_json::to_value(WorkStatusName::from(s)).unwrap();
+            assert_eq!(name, s.as_str());
+        }
+        let name = serde_json::to_value(MechanismName::GithubActions).unwrap();
+        assert_eq!(name, "github-actions");
+        assert_eq!(
+            events::target::Mechanism::from(MechanismName::GithubActions),
+            events::target::Mechanism::GithubActions
+        );
+    }
+}

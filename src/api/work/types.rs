@@ -1,0 +1,277 @@
+//! The shapes of `/api/work`: what clients send and what they get back.
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+use projections::{Project, Work, WorkStatus};
+
+use crate::api::batch::BatchOutcome;
+pub use crate::api::names::WorkStatusName;
+use crate::time::rfc3339;
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct AgentSummary {
+    pub guid: String,
+    pub agent_type: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub hostname: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub handle: Option<String>,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkResultView {
+    pub summary: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub output: Option<String>,
+    pub artifacts: Vec<String>,
+    pub completed_at: String,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkErrorView {
+    pub message: String,
+    pub recoverable: bool,
+    pub occurred_at: String,
+}
+
+/// Why an item went to the agent it went to.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct RoutingView {
+    pub rule: String,
+    /// Agents that could have taken it, best first.
+    pub candidates: Vec<String>,
+}
+
+/// A work item, in the original's field order, with the lifecycle Weft adds.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkView {
+    pub id: String,
+    pub task_id: String,
+    pub description: String,
+    pub capability: String,
+    pub priority: u8,
+    #[oai(skip_serializing_if_is_none)]
+    pub deadline: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub context_data: Option<serde_json::Value>,
+    pub boundary: String,
+    pub status: WorkStatusName,
+    pub offered_by: String,
+    pub offered_at: String,
+    /// Who submitted it (token fingerprint or `anonymous`).
+    pub submitted_by: String,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    #[oai(skip_serializing_if_is_none)]
+    pub preferred_agent_type: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub required_agent_type: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub assigned_to: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub assigned_to_agent: Option<AgentSummary>,
+    #[oai(skip_serializing_if_is_none)]
+    pub assigned_at: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub progress: Option<u8>,
+    #[oai(skip_serializing_if_is_none)]
+    pub progress_message: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub routing: Option<RoutingView>,
+    /// Not assigned again before this time (backoff after a failed attempt).
+    #[oai(skip_serializing_if_is_none)]
+    pub retry_after: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub result: Option<WorkResultView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<WorkErrorView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub cancelled_at: Option<String>,
+    pub updated_at: String,
+    pub project_id: String,
+}
+
+impl WorkView {
+    pub fn new(project_id: &str, project: &Project, w: &Work) -> Self {
+        let agent = w.assigned_to.as_deref().and_then(|a| project.agents.get(a));
+        Self {
+            id: w.id.clone(),
+            task_id: w.task_id.clone(),
+            description: w.description.clone(),
+            capability: w.capability.clone(),
+            priority: w.priority,
+            deadline: w.deadline.clone(),
+            context_data: w
+                .context_data
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            boundary: w.boundary.clone(),
+            status: w.status.into(),
+            offered_by: "coordinator".into(),
+            offered_at: rfc3339(w.offered_at_ms),
+            submitted_by: w.submitted_by.clone(),
+            attempts: w.attempts,
+            max_attempts: w.max_attempts,
+            preferred_agent_type: w.preferred_agent_type.clone(),
+            required_agent_type: w.required_agent_type.clone(),
+            assigned_to: w.assigned_to.clone(),
+            assigned_to_agent: agent.map(|a| AgentSummary {
+                guid: a.id.clone(),
+                agent_type: a.agent_type.clone(),
+                hostname: a.hostname.clone(),
+                handle: a.handle.clone(),
+            }),
+            assigned_at: w.assigned_at_ms.map(rfc3339),
+            started_at: w.started_at_ms.map(rfc3339),
+            progress: w.progress,
+            progress_message: w.progress_message.clone(),
+            routing: w.routing.as_ref().map(|r| RoutingView {
+                rule: r.rule.clone(),
+                candidates: r.candidates.clone(),
+            }),
+            retry_after: w
+                .not_before_ms
+                .filter(|_| w.status == WorkStatus::Pending)
+                .map(rfc3339),
+            result: w.result.as_ref().map(|r| WorkResultView {
+                summary: r.summary.clone(),
+                output: r.output.clone(),
+                artifacts: r.artifacts.clone(),
+                completed_at: rfc3339(r.completed_at_ms),
+            }),
+            error: w.error.as_ref().map(|e| WorkErrorView {
+                message: e.message.clone(),
+                recoverable: e.recoverable,
+                occurred_at: rfc3339(e.occurred_at_ms),
+            }),
+            cancelled_at: w.cancelled_at_ms.map(rfc3339),
+            updated_at: rfc3339(w.updated_at_ms),
+            project_id: project_id.into(),
+        }
+    }
+}
+
+/// Work to do. `taskId` is generated when absent; `classification` is the deprecated name
+/// of `boundary`.
+#[derive(Object, serde::Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkSubmitRequest {
+    pub task_id: Option<String>,
+    pub description: String,
+    pub capability: String,
+    pub boundary: Option<String>,
+    /// Deprecated alias of `boundary`.
+    pub classification: Option<String>,
+    /// 1 (lowest) to 10 (highest), default 5.
+    pub priority: Option<i64>,
+    pub preferred_agent_type: Option<String>,
+    pub required_agent_type: Option<String>,
+    /// RFC 3339.
+    pub deadline: Option<String>,
+    pub context_data: Option<serde_json::Value>,
+    /// Attempts before the item is dead-lettered (default 3).
+    pub max_attempts: Option<i64>,
+    pub project_id: Option<String>,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkSubmitResponse {
+    pub id: String,
+    /// Same as `id`, for older clients.
+    pub work_item_id: String,
+    pub target_agent_type: String,
+    /// No online agent can take it, and an enabled target can start one that can.
+    pub spin_up_triggered: bool,
+    /// 5 when an agent that can take it is online; absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    pub estimated_wait_seconds: Option<u32>,
+    pub status: WorkStatusName,
+    /// Why it goes where it goes (once assigned, the item's `routing` says where it went).
+    pub routing_rule: String,
+}
+
+#[derive(ApiResponse)]
+pub enum SubmitResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<WorkSubmitResponse>),
+    /// An earlier submission with the same Idempotency-Key: the same item.
+    #[oai(status = 200)]
+    Existing(Json<WorkSubmitResponse>),
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkList {
+    pub work_items: Vec<WorkView>,
+    pub count: usize,
+    pub total: usize,
+    pub has_more: bool,
+    pub next_cursor: Option<String>,
+    pub prev_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum ListResponse {
+    #[oai(status = 200)]
+    Ok(
+        Json<WorkList>,
+        /// Set when the deprecated `classification` parameter was used.
+        #[oai(header = "X-Deprecated-Param")]
+        Option<String>,
+    ),
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkChanged {
+    pub success: bool,
+    pub message: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub work_item: Option<WorkView>,
+}
+
+#[derive(Object, serde::Deserialize, Clone, Debug, Default)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelBatchFilter {
+    pub status: Option<WorkStatusName>,
+    pub boundary: Option<String>,
+    pub capability: Option<String>,
+    pub min_priority: Option<i64>,
+    pub assigned_to: Option<String>,
+}
+
+#[derive(Object, serde::Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelBatchRequest {
+    pub filter: Option<CancelBatchFilter>,
+    /// Work item ids (`id`, not `taskId`).
+    pub work_item_ids: Option<Vec<String>>,
+    /// user-requested, deadline-passed, resource-constraint or system-shutdown.
+    pub reason: Option<String>,
+    /// Accepted for compatibility; cancelled work is not reassigned.
+    pub reassign: Option<bool>,
+    pub project_id: Option<String>,
+}
+
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct CancelBatchResponse {
+    #[oai(flatten)]
+    pub outcome: BatchOutcome,
+    pub cancelled_items: Vec<String>,
+    /// Always empty: cancelled work is not reassigned.
+    pub reassigned_items: Vec<String>,
+    pub not_cancellable: Vec<String>,
+}

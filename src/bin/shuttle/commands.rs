@@ -1,0 +1,244 @@
+//! Runs a parsed command line: agents, work, stats, projects, events and watch here;
+//! config and targets in their own modules.
+
+use clap::CommandFactory;
+use reqwest::Method;
+use serde_json::{json, Value};
+use weft::cli::{print_events, CliError, EventQuery};
+
+use crate::args::*;
+use crate::config::{config, context};
+use crate::live::{follow_task, wait_for, watch};
+use crate::output::*;
+use crate::targets::targets;
+
+pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "shuttle",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    if let Command::Config(c) = &cli.command {
+        return config(c);
+    }
+    let ctx = context(&cli)?;
+    let p = || query(&[("projectId", ctx.project.clone())]);
+    match cli.command {
+        Command::Config(_) | Command::Completions { .. } => Ok(()),
+        Command::Stats => {
+            let stats = ctx.api.get("/api/stats").await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&stats).unwrap_or_default()
+                );
+            } else {
+                let t = &stats["totals"];
+                table(
+                    &[
+                        "PROJECTS",
+                        "AGENTS",
+                        "PENDING",
+                        "ACTIVE",
+                        "COMPLETED",
+                        "FAILED",
+                        "TARGETS",
+                    ],
+                    vec![vec![
+                        text_of(&stats["totalProjects"]),
+                        text_of(&t["agents"]),
+                        text_of(&t["pendingWork"]),
+                        text_of(&t["activeWork"]),
+                        text_of(&t["completedWork"]),
+                        text_of(&t["failedWork"]),
+                        text_of(&t["targets"]),
+                    ]],
+                );
+            }
+            Ok(())
+        }
+        Command::Projects => {
+            let projects = ctx.api.get("/api/stats/projects").await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&projects).unwrap_or_default()
+                );
+            } else {
+                table(
+                    &["PROJECT"],
+                    projects["projects"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| vec![text_of(p)])
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        Command::Events {
+            event_type,
+            aggregate,
+            after,
+            follow,
+        } => {
+            let q = EventQuery {
+                project: ctx.project.clone(),
+                aggregate,
+                aggregate_id: None,
+                event_type,
+                after,
+                follow,
+                json: ctx.json,
+            };
+            print_events(&ctx.api, &q).await
+        }
+        Command::Watch => watch(&ctx).await,
+        Command::Agents(AgentsCommand::List {
+            agent_type,
+            status,
+            capability,
+        }) => {
+            let list = ctx
+                .api
+                .get(&format!(
+                    "/api/agents{}",
+                    query(&[
+                        ("type", agent_type),
+                        ("status", status),
+                        ("capability", capability),
+                        ("projectId", ctx.project.clone()),
+                        ("limit", Some("100".into()))
+                    ])
+                ))
+                .await?;
+            print_value(&ctx, &list, &AGENT_HEADERS, &AGENT_FIELDS, Some("agents"));
+            Ok(())
+        }
+        Command::Agents(AgentsCommand::Show { guid }) => {
+            let agent = ctx.api.get(&format!("/api/agents/{}", enc(&guid))).await?;
+            print_value(&ctx, &agent, &AGENT_HEADERS, &AGENT_FIELDS, None);
+            Ok(())
+        }
+        Command::Agents(AgentsCommand::Shutdown { guid, force }) => {
+            let reply = ctx
+                .api
+                .call(
+                    Method::POST,
+                    &format!("/api/agents/{}/shutdown", enc(&guid)),
+                    Some(&json!({"graceful": !force})),
+                )
+                .await?;
+            print_message(&ctx, &reply);
+            Ok(())
+        }
+        Command::Work(WorkCommand::Submit {
+            description,
+            capability,
+            boundary,
+            priority,
+            task_id,
+            preferred_agent_type,
+            required_agent_type,
+            wait,
+        }) => {
+            let task_id = task_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let mut body = json!({
+                "taskId": task_id, "description": description, "capability": capability,
+                "boundary": boundary.unwrap_or(ctx.default_boundary.clone()),
+            });
+            for (k, v) in [
+                ("priority", priority.map(Value::from)),
+                ("preferredAgentType", preferred_agent_type.map(Value::from)),
+                ("requiredAgentType", required_agent_type.map(Value::from)),
+                ("projectId", ctx.project.clone().map(Value::from)),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            // Listen before submitting, so not even a fast item is missed.
+            let follower = if wait {
+                Some(follow_task(&ctx, &task_id).await?)
+            } else {
+                None
+            };
+            let created = ctx.api.call(Method::POST, "/api/work", Some(&body)).await?;
+            if ctx.json && follower.is_none() {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&created).unwrap_or_default()
+                );
+            } else if !ctx.json {
+                println!(
+                    "submitted {} (task {task_id}), routed to {}",
+                    text_of(&created["id"]),
+                    text_of(&created["targetAgentType"])
+                );
+            }
+            match follower {
+                None => Ok(()),
+                Some(socket) => wait_for(&ctx, socket, text_of(&created["id"])).await,
+            }
+        }
+        Command::Work(WorkCommand::List {
+            status,
+            boundary,
+            capability,
+        }) => {
+            let list = ctx
+                .api
+                .get(&format!(
+                    "/api/work{}",
+                    query(&[
+                        ("status", status),
+                        ("boundary", boundary),
+                        ("capability", capability),
+                        ("projectId", ctx.project.clone()),
+                        ("limit", Some("100".into()))
+                    ])
+                ))
+                .await?;
+            print_value(&ctx, &list, &WORK_HEADERS, &WORK_FIELDS, Some("workItems"));
+            Ok(())
+        }
+        Command::Work(WorkCommand::Show { id }) => {
+            let item = ctx
+                .api
+                .get(&format!("/api/work/{}{}", enc(&id), p()))
+                .await?;
+            print_value(&ctx, &item, &WORK_HEADERS, &WORK_FIELDS, None);
+            Ok(())
+        }
+        Command::Work(WorkCommand::Cancel { id }) => {
+            let reply = ctx
+                .api
+                .call(
+                    Method::POST,
+                    &format!("/api/work/{}/cancel{}", enc(&id), p()),
+                    None,
+                )
+                .await?;
+            print_message(&ctx, &reply);
+            Ok(())
+        }
+        Command::Work(WorkCommand::Retry { id }) => {
+            let reply = ctx
+                .api
+                .call(
+                    Method::POST,
+                    &format!("/api/work/{}/retry{}", enc(&id), p()),
+                    None,
+                )
+                .await?;
+            print_message(&ctx, &reply);
+            Ok(())
+        }
+        Command::Targets(command) => targets(&ctx, *command).await,
+    }
+}
