@@ -219,7 +219,14 @@ async fn a_forbidden_namespace_fails_spin_ups_and_checks_clearly() {
             .is_some_and(|e| e.contains("403") && e.contains("Forbidden")),
         "{failed}"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Cooling down: another item will not start anything there, as its submission says
+    // (the rule itself is a unit test of decide::schedule).
+    let (_, second) = call(
+        http.post(weft.url("/api/work"))
+            .json(&submit_body("y", "rust", "personal", 5)),
+    )
+    .await;
+    assert_eq!(second["spinUpTriggered"], false, "{second}");
     let (_, triggered) = call(http.get(weft.url("/api/events?type=spin-up.triggered"))).await;
     assert_eq!(triggered["count"], 1, "retried during the cooldown");
     // The health check says the same.

@@ -2,7 +2,7 @@
 //! offline (it said goodbye, or its heartbeats stopped). Going offline ends every lease it
 //! held, in the same atomic commit.
 
-use events::spinup::SpinUpCompleted;
+use events::spin_up::SpinUpCompleted;
 use events::work::{AgentRegistered, AgentShutdownRequested, AgentWentOffline};
 use events::Event;
 use projections::{AgentStatus, Project};

@@ -3,7 +3,7 @@
 //! registration in [`crate::agent`]) or does not in time (failed); what it started is
 //! stopped at scale-down.
 
-use events::spinup::{SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered};
+use events::spin_up::{SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered};
 use events::Event;
 use projections::{Project, SpinUpStatus, TargetStatus};
 

@@ -1,10 +1,10 @@
 //! The target aggregate: where and how Weft starts agents. Validating what clients send,
 //! and deciding which event each command records.
 
-use events::spinup::TargetHealthChecked;
+
 use events::target::{
     HealthCheckSettings, Mechanism, MechanismConfig, TargetDisabled, TargetEnabled,
-    TargetRegistered, TargetRemoved, TargetUpdated,
+    TargetHealthChecked, TargetRegistered, TargetRemoved, TargetUpdated,
 };
 use events::{AggregateKind, Event};
 use projections::{Project, Target, TargetStatus};

@@ -1,11 +1,11 @@
 use serde::{Deserialize, Serialize};
 
-use crate::spinup::{
+use crate::spin_up::{
     SpinUpCompleted, SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered,
-    TargetHealthChecked,
 };
 use crate::target::{
-    TargetDisabled, TargetEnabled, TargetRegistered, TargetRemoved, TargetUpdated,
+    TargetDisabled, TargetEnabled, TargetHealthChecked, TargetRegistered, TargetRemoved,
+    TargetUpdated,
 };
 use crate::work::{
     AgentRegistered, AgentShutdownRequested, AgentWentOffline, WorkAssigned, WorkCancelled,
@@ -20,7 +20,9 @@ pub enum AggregateKind {
     Target,
     Work,
     Agent,
-    Spinup,
+    /// Stored as `spinup` (one subject token); the events are named `spin-up.*`.
+    #[serde(rename = "spinup")]
+    SpinUp,
 }
 
 impl AggregateKind {
@@ -28,7 +30,7 @@ impl AggregateKind {
         AggregateKind::Target,
         AggregateKind::Work,
         AggregateKind::Agent,
-        AggregateKind::Spinup,
+        AggregateKind::SpinUp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,7 +38,7 @@ impl AggregateKind {
             AggregateKind::Target => "target",
             AggregateKind::Work => "work",
             AggregateKind::Agent => "agent",
-            AggregateKind::Spinup => "spinup",
+            AggregateKind::SpinUp => "spinup",
         }
     }
 
@@ -84,11 +86,11 @@ events! {
     "target.disabled" => TargetDisabled(TargetDisabled), Target;
     "target.removed" => TargetRemoved(TargetRemoved), Target;
     "target.health-checked" => TargetHealthChecked(TargetHealthChecked), Target;
-    "spin-up.triggered" => SpinUpTriggered(SpinUpTriggered), Spinup;
-    "spin-up.started" => SpinUpStarted(SpinUpStarted), Spinup;
-    "spin-up.completed" => SpinUpCompleted(SpinUpCompleted), Spinup;
-    "spin-up.failed" => SpinUpFailed(SpinUpFailed), Spinup;
-    "spin-up.stopped" => SpinUpStopped(SpinUpStopped), Spinup;
+    "spin-up.triggered" => SpinUpTriggered(SpinUpTriggered), SpinUp;
+    "spin-up.started" => SpinUpStarted(SpinUpStarted), SpinUp;
+    "spin-up.completed" => SpinUpCompleted(SpinUpCompleted), SpinUp;
+    "spin-up.failed" => SpinUpFailed(SpinUpFailed), SpinUp;
+    "spin-up.stopped" => SpinUpStopped(SpinUpStopped), SpinUp;
     "work.submitted" => WorkSubmitted(WorkSubmitted), Work;
     "work.assigned" => WorkAssigned(WorkAssigned), Work;
     "work.started" => WorkStarted(WorkStarted), Work;

@@ -8,7 +8,7 @@
 mod envelope;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixture;
-pub mod spinup;
+pub mod spin_up;
 pub mod subject;
 pub mod target;
 pub mod work;

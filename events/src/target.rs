@@ -68,6 +68,16 @@ pub struct TargetDisabled {
 #[serde(rename_all = "camelCase")]
 pub struct TargetRemoved {}
 
+/// A target's health was checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealthChecked {
+    pub healthy: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckSettings {

@@ -5,7 +5,7 @@
 //! Everything here is deterministic: ordered maps only, and every time comes from the
 //! event's envelope, never from the clock.
 
-pub mod spinups;
+pub mod spin_ups;
 pub mod targets;
 pub mod work;
 
@@ -15,7 +15,7 @@ use events::Envelope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use spinups::{SpinUp, SpinUpStatus, SpinUps};
+pub use spin_ups::{SpinUp, SpinUpStatus, SpinUps};
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
 pub use work::{Agent, AgentStatus, Agents, Work, WorkItems, WorkStatus};
 
@@ -67,28 +67,18 @@ impl State {
             project.targets.last_sequence = sequence;
         }
         match envelope.aggregate {
-            events::AggregateKind::Target
-                if matches!(envelope.event, events::Event::TargetHealthChecked(_)) =>
-            {
-                spinups::apply(
-                    &mut project.targets,
-                    &mut project.spin_ups,
-                    sequence,
-                    envelope,
-                )
-            }
             events::AggregateKind::Target => {
                 project.targets.apply(sequence, envelope);
                 if matches!(envelope.event, events::Event::TargetEnabled(_)) {
                     // Enabled again while agents it started still run: in use, not available.
-                    spinups::refresh_status(
+                    spin_ups::refresh_status(
                         &mut project.targets,
                         &project.spin_ups,
                         &envelope.aggregate_id,
                     );
                 }
             }
-            events::AggregateKind::Spinup => spinups::apply(
+            events::AggregateKind::SpinUp => spin_ups::apply(
                 &mut project.targets,
                 &mut project.spin_ups,
                 sequence,

@@ -216,6 +216,17 @@ impl Targets {
                     self.names.remove(&t.name);
                 }
             }
+            Event::TargetHealthChecked(e) => {
+                let Some(t) = self.get_mut(id) else { return };
+                t.health_status = if e.healthy {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Unhealthy
+                };
+                t.last_health_check_ms = Some(time);
+                t.last_error = if e.healthy { None } else { e.error.clone() };
+                t.version = sequence;
+            }
             // Only target events are routed here (by aggregate kind).
             _ => {}
         }

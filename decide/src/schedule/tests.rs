@@ -1,4 +1,4 @@
-use events::spinup::{SpinUpStarted, SpinUpTriggered};
+use events::spin_up::{SpinUpStarted, SpinUpTriggered};
 use events::target::{HealthCheckSettings, LocalConfig, MechanismConfig, TargetRegistered};
 use events::Event;
 use projections::{AgentStatus, WorkStatus};
@@ -370,4 +370,64 @@ fn timer_settings_that_would_mark_live_agents_offline_are_refused() {
     assert!(timing.check().is_err());
     timing.agent_timeout_ms = 15_000;
     assert!(timing.check().is_ok());
+}
+
+#[test]
+fn work_no_agent_can_take_waits_and_starts_nothing_without_a_target() {
+    let mut w = World::default();
+    w.agent("copilot", "copilot-cli", &["corporate"], 1);
+    w.submit("personal-job", "personal", 5);
+    let mut liveness = liveness_since(w.now_ms);
+    for _ in 0..5 {
+        liveness.heard("copilot", w.now_ms);
+        assert!(w.run_due(&liveness).is_empty(), "nothing to do");
+        w.after_ms(10_000);
+    }
+    assert_eq!(w.work("personal-job").status, WorkStatus::Pending);
+}
+
+#[test]
+fn an_unhealthy_or_cooling_target_starts_nothing_and_submissions_say_so() {
+    let mut w = World::default();
+    local_target(&mut w, "t", 5);
+    w.submit("job", "personal", 5);
+    let will_spin_up = |w: &World| {
+        crate::routing::will_spin_up(
+            &w.settings.routing,
+            &w.settings.spin_up,
+            w.project(),
+            w.work("job"),
+            w.now_ms,
+        )
+    };
+    assert!(will_spin_up(&w));
+    w.when(crate::TargetCommand::RecordHealth {
+        key: "t".into(),
+        healthy: false,
+        error: Some("no such program".into()),
+        latency_ms: 1,
+    })
+    .unwrap();
+    let liveness = liveness_since(w.now_ms);
+    assert_eq!(triggers(&w.due(&liveness)), 0, "unhealthy");
+    assert!(!will_spin_up(&w));
+    w.when(crate::TargetCommand::RecordHealth {
+        key: "t".into(),
+        healthy: true,
+        error: None,
+        latency_ms: 1,
+    })
+    .unwrap();
+    w.run_due(&liveness);
+    let id = w.project().spin_ups.iter().next().unwrap().id.clone();
+    w.when(SpinUpCommand::Fail {
+        spin_up_id: id,
+        stage: "start".into(),
+        error: "HTTP 403".into(),
+    })
+    .unwrap();
+    assert_eq!(triggers(&w.due(&liveness)), 0, "cooling down");
+    assert!(!will_spin_up(&w));
+    w.after_ms(w.settings.spin_up.cooldown_ms);
+    assert_eq!(triggers(&w.due(&liveness)), 1);
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use events::{Envelope, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::targets::{HealthStatus, TargetStatus, Targets};
+use crate::targets::{TargetStatus, Targets};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -115,19 +115,6 @@ pub(crate) fn apply(
     let time = envelope.time_ms;
     let id = envelope.aggregate_id.as_str();
     match &envelope.event {
-        Event::TargetHealthChecked(e) => {
-            if let Some(t) = targets.get_mut(id) {
-                t.health_status = if e.healthy {
-                    HealthStatus::Healthy
-                } else {
-                    HealthStatus::Unhealthy
-                };
-                t.last_health_check_ms = Some(time);
-                t.last_error = if e.healthy { None } else { e.error.clone() };
-                t.version = sequence;
-            }
-            return;
-        }
         Event::SpinUpTriggered(e) => {
             if spin_ups.spin_ups.contains_key(id) || targets.get(&e.target_id).is_none() {
                 return;
@@ -210,7 +197,7 @@ pub(crate) fn apply(
             s.updated_at_ms = time;
             s.version = sequence;
         }
-        // Only spin-up events and health checks are routed here.
+        // Only spin-up events are routed here.
         _ => return,
     }
     if let Some(target) = spin_ups.spin_ups.get(id).map(|s| s.target_id.clone()) {

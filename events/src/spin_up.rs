@@ -1,4 +1,4 @@
-//! Events of spin-ups (Weft starting an agent on a target) and of target health checks.
+//! Events of spin-ups: Weft starting an agent on a target.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,14 +52,4 @@ pub struct SpinUpFailed {
 #[serde(rename_all = "camelCase")]
 pub struct SpinUpStopped {
     pub reason: String,
-}
-
-/// A target's health was checked.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetHealthChecked {
-    pub healthy: bool,
-    #[serde(default)]
-    pub error: Option<String>,
-    pub latency_ms: u64,
 }
