@@ -180,3 +180,34 @@ impl<T> Reply<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::codes;
+    use decide::{FieldError, Rejection};
+
+    #[test]
+    fn every_kind_of_rejection_has_a_documented_code() {
+        let documented = [
+            codes::INVALID,
+            codes::LEASE_LOST,
+            codes::NOT_FOUND,
+            codes::WRONG_STATE,
+            codes::NAME_TAKEN,
+        ];
+        let text = include_str!("../docs/agent-protocol.md");
+        for r in [
+            Rejection::Invalid(vec![FieldError {
+                field: "f".into(),
+                message: "m".into(),
+            }]),
+            Rejection::NotFound("x".into()),
+            Rejection::NameTaken("x".into()),
+            Rejection::LeaseLost("x".into()),
+            Rejection::WrongState("x".into()),
+        ] {
+            assert!(documented.contains(&r.code()), "{}", r.code());
+            assert!(text.contains(&format!("`{}`", r.code())), "{} undocumented", r.code());
+        }
+    }
+}
