@@ -90,28 +90,31 @@ pub async fn connect(
     pass: Option<&str>,
     connected: Connections,
 ) -> Client {
-    let mut backoff = Duration::from_millis(250);
-    let mut attempt = 1u32;
-    loop {
-        match options(user, pass, url, connected.clone())
+    use backon::Retryable;
+    let attempt = || async {
+        options(user, pass, url, connected.clone())
             .connect(split_credentials(url).0.as_str())
             .await
-        {
-            Ok(client) => {
-                tracing::info!(url = %redact(url), "connected to NATS");
-                return client;
-            }
-            Err(e) => {
+    };
+    let forever = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    loop {
+        // Without a limit on attempts, this ends only in success.
+        let connected = attempt
+            .retry(forever)
+            .notify(|e, wait| {
                 tracing::warn!(
                     url = %redact(url),
-                    attempt,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = wait.as_millis() as u64,
                     "NATS is not reachable yet: {e}"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                attempt += 1;
-            }
+                )
+            })
+            .await;
+        if let Ok(client) = connected {
+            tracing::info!(url = %redact(url), "connected to NATS");
+            return client;
         }
     }
 }

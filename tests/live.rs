@@ -120,7 +120,7 @@ async fn a_scripted_flow_shows_all_nineteen_event_types_in_order() {
     let target = |name: &str, command: &str| {
         json!({
             "name": name, "agentType": "claude-code", "capabilities": ["rust"], "boundaries": ["personal"],
-            "mechanism": "local", "config": {"command": command}
+            "mechanism": "local", "config": {"command": command, "detached": false}
         })
     };
     call(

@@ -179,7 +179,7 @@ fn without_nats_weft_keeps_retrying_and_says_so() {
     let out = child.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("NATS is not reachable yet") && stderr.contains("attempt=2"),
+        stderr.matches("NATS is not reachable yet").count() >= 2,
         "{stderr}"
     );
 }

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{all_events, call, client, fast_env, poll_until, submit_body, NatsServer, Weft};
+use common::{
+    all_events, call, client, fast_env, of_type, poll_until, submit_body, NatsServer, Weft,
+};
 use serde_json::{json, Value};
 
 fn agent_target(name: &str, agent_command: &str, max_agents: u32) -> Value {
@@ -16,19 +18,16 @@ fn agent_target(name: &str, agent_command: &str, max_agents: u32) -> Value {
     json!({
         "name": name, "agentType": "claude-code", "capabilities": ["rust"], "boundaries": ["personal"],
         "mechanism": "local", "maxAgents": max_agents,
-        "config": {"command": command, "env": {"LOG_LEVEL": "warn"}}
+        // Tied to Weft's life, so no test leaves an agent behind (even after kill -9).
+        "config": {"command": command, "detached": false, "env": {"LOG_LEVEL": "warn"}}
     })
 }
 
 fn local_target(name: &str, command: &str) -> Value {
     json!({
         "name": name, "agentType": "claude-code", "capabilities": ["rust"], "boundaries": ["personal"],
-        "mechanism": "local", "config": {"command": command}
+        "mechanism": "local", "config": {"command": command, "detached": false}
     })
-}
-
-fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
 }
 
 fn alive(pid: u64) -> bool {

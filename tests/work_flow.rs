@@ -7,13 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::{
-    all_events, call, client, fast_env, poll_until, submit_body, AgentProcess, NatsServer, Weft,
+    all_events, call, client, fast_env, of_type, poll_until, submit_body, AgentProcess, NatsServer,
+    Weft,
 };
 use serde_json::{json, Value};
-
-fn by_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["type"] == t).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_items_over_four_agents_respect_boundaries_capacity_and_policy() {
@@ -175,15 +172,15 @@ async fn sixty_items_over_four_agents_respect_boundaries_capacity_and_policy() {
         }
     }
     assert_eq!(
-        by_type(&events, "work.completed").len(),
+        of_type(&events, "work.completed").len(),
         60,
         "exactly one completion per item"
     );
     // Every step shows who caused it.
-    assert!(by_type(&events, "work.started")
+    assert!(of_type(&events, "work.started")
         .iter()
         .all(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("agent:"))));
-    assert!(by_type(&events, "work.assigned")
+    assert!(of_type(&events, "work.assigned")
         .iter()
         .all(|e| e["actor"] == "system"));
     drop(agents);
@@ -222,7 +219,7 @@ async fn higher_priority_goes_first_and_work_waits_for_a_matching_agent() {
         |b| b["total"] == 4,
     )
     .await;
-    let order: Vec<&str> = by_type(&all_events(&weft).await, "work.assigned")
+    let order: Vec<&str> = of_type(&all_events(&weft).await, "work.assigned")
         .iter()
         .map(|e| ids[e["aggregateId"].as_str().unwrap_or_default()])
         .collect();
@@ -271,12 +268,12 @@ async fn a_killed_agents_work_is_retried_elsewhere_and_failures_dead_letter() {
     assert_eq!(done["assignedTo"], rescuer.id.as_str());
     assert_eq!(done["attempts"], 2);
     let events = all_events(&weft).await;
-    let offline = by_type(&events, "agent.offline");
+    let offline = of_type(&events, "agent.offline");
     assert_eq!(offline.len(), 1);
     assert_eq!(offline[0]["aggregateId"], doomed.id.as_str());
     assert_eq!(offline[0]["data"]["reason"], "heartbeat-missed");
     // Its lease ended on the item itself, in the same atomic commit, just before.
-    let expired: Vec<_> = by_type(&events, "work.lease-expired")
+    let expired: Vec<_> = of_type(&events, "work.lease-expired")
         .into_iter()
         .filter(|e| e["aggregateId"] == id.as_str())
         .collect();
@@ -289,7 +286,7 @@ async fn a_killed_agents_work_is_retried_elsewhere_and_failures_dead_letter() {
         expired[0]["sequence"].as_u64().map(|s| s + 1),
         offline[0]["sequence"].as_u64()
     );
-    let completions: Vec<_> = by_type(&events, "work.completed")
+    let completions: Vec<_> = of_type(&events, "work.completed")
         .into_iter()
         .filter(|e| e["aggregateId"] == id.as_str())
         .collect();
@@ -396,7 +393,7 @@ async fn weft_killed_mid_flow_loses_nothing_and_completes_each_item_once() {
     .await;
     let events = all_events(&weft).await;
     let mut completions: HashMap<String, usize> = HashMap::new();
-    for e in by_type(&events, "work.completed") {
+    for e in of_type(&events, "work.completed") {
         *completions
             .entry(e["aggregateId"].as_str().unwrap_or_default().to_string())
             .or_default() += 1;
@@ -469,7 +466,7 @@ async fn cancelling_running_work_kills_its_command() {
     .await;
     let events = all_events(&weft).await;
     assert!(
-        by_type(&events, "work.completed").is_empty() && by_type(&events, "work.failed").is_empty()
+        of_type(&events, "work.completed").is_empty() && of_type(&events, "work.failed").is_empty()
     );
 }
 
@@ -567,7 +564,7 @@ async fn a_shutdown_request_drains_the_agent_which_then_exits() {
     .await;
     assert_eq!(view["offlineReason"], "shutdown");
     let events = all_events(&weft).await;
-    assert_eq!(by_type(&events, "agent.shutdown-requested").len(), 1);
+    assert_eq!(of_type(&events, "agent.shutdown-requested").len(), 1);
     let (status, _) = call(http.post(weft.url("/api/agents/not-an-agent/shutdown"))).await;
     assert_eq!(status, 404);
 }

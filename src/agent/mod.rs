@@ -71,6 +71,11 @@ pub struct AgentConfig {
     /// Set by Weft when it started this agent.
     #[arg(long, env = "WEFT_TARGET_ID")]
     pub target_id: Option<String>,
+    /// Exit after Weft has not answered for this long (0: never). Default: 10 minutes for
+    /// an agent Weft started (a spin-up), never for one started by hand; an agent Weft
+    /// started must not outlive a Weft that is gone for good.
+    #[arg(long, env = "WEFT_AGENT_ORPHAN_TIMEOUT_MS")]
+    pub orphan_timeout_ms: Option<u64>,
     /// The command run for each work item, through `sh -c`, e.g. `claude -p {description}`.
     /// `{description}`, `{taskId}`, `{workId}`, `{capability}`, `{boundary}` are replaced by
     /// shell-quoted values; the item also arrives in WEFT_* variables and on stdin.
@@ -90,7 +95,20 @@ struct Runtime {
     running: Mutex<HashMap<String, Running>>,
     draining: AtomicBool,
     heartbeat_ms: AtomicU64,
+    /// A registration is under way (heartbeats that learn they must register again do not
+    /// start a second one).
+    registering: AtomicBool,
+    /// When Weft last answered anything (milliseconds since the epoch).
+    last_answer_ms: AtomicU64,
     changed: Notify,
+}
+
+/// Why a call to Weft did not go through.
+enum CallFailure {
+    /// Weft refused for good: do not send it again.
+    Refused(String),
+    /// Not answered, or Weft could not record it yet: send it again.
+    Retry(String),
 }
 
 enum Outcome {
@@ -105,15 +123,24 @@ impl Runtime {
         operation: &str,
         body: &B,
     ) -> Result<Reply<R>, String> {
+        self.call_within(operation, body, Duration::from_secs(5))
+            .await
+    }
+
+    async fn call_within<B: Serialize, R: DeserializeOwned>(
+        &self,
+        operation: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<Reply<R>, String> {
         let subject = protocol::rpc_subject(&self.config.project, operation);
         let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.client.request(subject, payload.into()),
-        )
-        .await
-        .map_err(|_| "no answer from Weft within 5 s".to_string())?
-        .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(timeout, self.client.request(subject, payload.into()))
+            .await
+            .map_err(|_| format!("no answer from Weft within {} ms", timeout.as_millis()))?
+            .map_err(|e| e.to_string())?;
+        self.last_answer_ms
+            .store(crate::time::now_ms(), Ordering::SeqCst);
         serde_json::from_slice(&response.payload).map_err(|e| format!("unreadable answer: {e}"))
     }
 
@@ -123,29 +150,41 @@ impl Runtime {
         operation: &str,
         body: &B,
     ) -> Result<Option<R>, String> {
-        let mut backoff = Duration::from_millis(200);
-        loop {
+        use backon::Retryable;
+        let attempt = || async {
             match self.call::<B, R>(operation, body).await {
-                Ok(reply) if reply.ok => return Ok(reply.data),
+                Ok(reply) if reply.ok => Ok(reply.data),
                 Ok(reply) if reply.code.as_deref() != Some(codes::UNAVAILABLE) => {
-                    return Err(format!(
+                    Err(CallFailure::Refused(format!(
                         "{}: {}",
                         reply.code.unwrap_or_default(),
                         reply.error.unwrap_or_default()
-                    ))
+                    )))
                 }
-                Ok(reply) => tracing::warn!(
-                    operation,
+                Ok(reply) => Err(CallFailure::Retry(format!(
                     "Weft cannot record it yet: {}",
                     reply.error.unwrap_or_default()
-                ),
-                Err(e) => {
-                    tracing::warn!(operation, retry_in_ms = backoff.as_millis() as u64, "{e}")
-                }
+                ))),
+                Err(e) => Err(CallFailure::Retry(e)),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        };
+        let forever = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        attempt
+            .retry(forever)
+            .when(|f| matches!(f, CallFailure::Retry(_)))
+            .notify(|f, wait| {
+                if let CallFailure::Retry(why) = f {
+                    tracing::warn!(operation, retry_in_ms = wait.as_millis() as u64, "{why}");
+                }
+            })
+            .await
+            .map_err(|f| match f {
+                CallFailure::Refused(why) | CallFailure::Retry(why) => why,
+            })
     }
 
     async fn register(&self) -> Result<(), String> {
@@ -246,12 +285,16 @@ impl Runtime {
         }
     }
 
-    async fn heartbeat(self: &Arc<Self>) {
+    /// One heartbeat, answered within `within` (the interval: the next one is on its way).
+    async fn heartbeat(self: &Arc<Self>, within: Duration) {
         let request = protocol::HeartbeatRequest {
             agent_id: self.id.clone(),
             running: self.running_ids(),
         };
-        let reply: protocol::HeartbeatReply = match self.call(protocol::HEARTBEAT, &request).await {
+        let reply: protocol::HeartbeatReply = match self
+            .call_within(protocol::HEARTBEAT, &request, within)
+            .await
+        {
             Ok(Reply {
                 ok: true,
                 data: Some(d),
@@ -264,9 +307,12 @@ impl Runtime {
             self.cancel(id);
         }
         if !reply.registered {
-            tracing::warn!("Weft no longer knows this agent as online; registering again");
-            if let Err(e) = self.register().await {
-                tracing::error!("registration refused: {e}");
+            if !self.registering.swap(true, Ordering::SeqCst) {
+                tracing::warn!("Weft no longer knows this agent as online; registering again");
+                if let Err(e) = self.register().await {
+                    tracing::error!("registration refused: {e}");
+                }
+                self.registering.store(false, Ordering::SeqCst);
             }
             return;
         }
@@ -344,6 +390,13 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
         .subscribe(format!("weft.agent.{}.{id}.>", config.project))
         .await
         .map_err(|e| format!("cannot subscribe: {e}"))?;
+    let orphan_timeout_ms = config
+        .orphan_timeout_ms
+        .unwrap_or(if config.spin_up_id.is_some() {
+            600_000
+        } else {
+            0
+        });
     let runtime = Arc::new(Runtime {
         client,
         config,
@@ -351,21 +404,25 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
         running: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
         heartbeat_ms: AtomicU64::new(5_000),
+        registering: AtomicBool::new(false),
+        last_answer_ms: AtomicU64::new(crate::time::now_ms()),
         changed: Notify::new(),
     });
     runtime.register().await?;
+    // A heartbeat goes out every interval, whatever became of the last one: one lost in a
+    // NATS restart must not mean a silence long enough to be declared offline.
     let heartbeats = tokio::spawn({
         let runtime = runtime.clone();
         async move {
             loop {
-                runtime.heartbeat().await;
-                tokio::time::sleep(Duration::from_millis(
-                    runtime.heartbeat_ms.load(Ordering::SeqCst),
-                ))
-                .await;
+                let every = Duration::from_millis(runtime.heartbeat_ms.load(Ordering::SeqCst));
+                let beat = runtime.clone();
+                tokio::spawn(async move { beat.heartbeat(every).await });
+                tokio::time::sleep(every).await;
             }
         }
     });
+    let mut orphan_check = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     loop {
@@ -392,6 +449,15 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
                 }
             }
             _ = runtime.changed.notified() => {}
+            _ = orphan_check.tick() => {
+                let silent_ms = crate::time::now_ms().saturating_sub(runtime.last_answer_ms.load(Ordering::SeqCst));
+                if orphan_timeout_ms > 0 && silent_ms > orphan_timeout_ms {
+                    tracing::error!(silent_ms, "Weft has not answered for longer than the orphan timeout; stopping");
+                    runtime.cancel_all();
+                    heartbeats.abort();
+                    return Err(format!("Weft has not answered for {} s; exiting", silent_ms / 1000));
+                }
+            }
             _ = tokio::signal::ctrl_c() => runtime.shut_down(protocol::ShutdownRequest { graceful: true, reason: "SIGINT".into() }),
             _ = term.recv() => runtime.shut_down(protocol::ShutdownRequest { graceful: true, reason: "SIGTERM".into() }),
         }

@@ -34,6 +34,19 @@ impl Mechanism for LocalConfig {
         if let Some(dir) = &self.working_directory {
             command.current_dir(dir);
         }
+        if self.detached == Some(false) {
+            // Tied to Weft's life even when Weft is killed: the kernel sends it SIGTERM when
+            // Weft goes. (Detached agents outlive Weft, and leave by their orphan timeout.)
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command
             .spawn()
             .map_err(|e| MechanismError::Failed(format!("cannot start `{}`: {e}", self.command)))?;

@@ -259,6 +259,48 @@ pub fn local_target(name: &str) -> Value {
     })
 }
 
+/// The Python of the test tools' venv (tests/python/requirements.txt), which
+/// `scripts/test.sh` installs and names in `WEFT_TEST_PYTHON`.
+pub fn test_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("WEFT_TEST_PYTHON") {
+        return python.into();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-test-tools.sh");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/install-test-tools.sh runs");
+    assert!(
+        out.status.success(),
+        "the Python test tools could not be installed: run scripts/install-test-tools.sh"
+    );
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    PathBuf::from(last)
+}
+
+/// Runs one of `tests/python/*.py` with the test tools' Python; its output and whether it
+/// succeeded.
+pub fn run_python(script: &str, args: &[&str]) -> (bool, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(test_python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Processes whose command line mentions `needle`.
 pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
     let needle = needle.to_string_lossy().to_string();
@@ -439,6 +481,11 @@ pub async fn all_events(weft: &Weft) -> Vec<Value> {
         }
     }
     events
+}
+
+/// The events of one type, in log order.
+pub fn of_type<'a>(events: &'a [Value], event_type: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == event_type).collect()
 }
 
 pub fn submit_body(description: &str, capability: &str, boundary: &str, priority: u8) -> Value {
