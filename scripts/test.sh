@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with a Rust toolchain and python3:
-# installs nats-server when needed, checks formatting and lints, runs every test.
+# installs nats-server and the Python test tools when needed, checks formatting and lints,
+# runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WEFT_NATS_SERVER="$(scripts/install-nats-server.sh | tail -n 1)"
 export WEFT_NATS_SERVER
+# Python tools of the tests (generated client, schemathesis, MCP client, Compose schema),
+# pinned with hashes in tests/python/requirements.txt.
+WEFT_TEST_PYTHON="$(scripts/install-test-tools.sh | tail -n 1)"
+export WEFT_TEST_PYTHON
 
 # Test fixtures from Debian: a real sshd on 127.0.0.1 for the ssh mechanism (started by
 # its tests), and headless Chromium for the dashboard test.

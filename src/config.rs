@@ -80,6 +80,13 @@ pub struct ServeConfig {
     /// How often WebSocket clients subscribed to `stats` get a stats message.
     #[arg(long, env = "WEFT_WS_STATS_INTERVAL_MS", default_value_t = 30_000)]
     pub ws_stats_interval_ms: u64,
+    /// The mechanisms targets may use, comma-separated (`none` for no targets at all).
+    #[arg(
+        long,
+        env = "WEFT_MECHANISMS",
+        default_value = "ssh,github-actions,local,webhook,kubernetes"
+    )]
+    pub mechanisms: String,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -159,6 +166,24 @@ impl ServeConfig {
                 cooldown_ms: self.spin_up_cooldown_ms,
             },
             timing: self.timing(),
+            mechanisms: self.allowed_mechanisms()?,
         })
+    }
+
+    fn allowed_mechanisms(&self) -> Result<Vec<events::target::Mechanism>, String> {
+        let names: Vec<&str> = self
+            .mechanisms
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty() && *m != "none")
+            .collect();
+        names
+            .into_iter()
+            .map(|m| {
+                events::target::Mechanism::parse(m).ok_or_else(|| {
+                    format!("WEFT_MECHANISMS: '{m}' is not a mechanism (ssh, github-actions, local, webhook, kubernetes)")
+                })
+            })
+            .collect()
     }
 }

@@ -270,10 +270,11 @@ pub fn matches(topic: &str, filter: &Map<String, Value>, event: &Value) -> bool 
 }
 
 /// Per-project numbers, as the WebSocket `stats` message and `/api/stats` count them.
+#[derive(Default)]
 pub struct ProjectCounts {
     pub agents_total: usize,
-    pub agents_by_type: Map<String, Value>,
-    pub agents_by_status: Map<String, Value>,
+    pub agents_by_type: std::collections::BTreeMap<String, usize>,
+    pub agents_by_status: std::collections::BTreeMap<String, usize>,
     pub pending: usize,
     pub active: usize,
     pub completed: usize,
@@ -290,8 +291,8 @@ pub struct ProjectCounts {
 pub fn project_counts(p: &Project) -> ProjectCounts {
     let mut c = ProjectCounts {
         agents_total: p.agents.len(),
-        agents_by_type: Map::new(),
-        agents_by_status: Map::new(),
+        agents_by_type: Default::default(),
+        agents_by_status: Default::default(),
         pending: 0,
         active: 0,
         completed: 0,
@@ -300,11 +301,10 @@ pub fn project_counts(p: &Project) -> ProjectCounts {
         targets_available: 0,
         targets_in_use: 0,
         targets_disabled: 0,
-        last_activity_ms: 0,
+        last_activity_ms: p.last_event_ms,
     };
-    let bump = |m: &mut Map<String, Value>, k: &str| {
-        let n = m.get(k).and_then(Value::as_u64).unwrap_or(0);
-        m.insert(k.into(), (n + 1).into());
+    let bump = |m: &mut std::collections::BTreeMap<String, usize>, k: &str| {
+        *m.entry(k.to_string()).or_default() += 1;
     };
     for a in p.agents.iter() {
         bump(&mut c.agents_by_type, &a.agent_type);
@@ -314,7 +314,6 @@ pub fn project_counts(p: &Project) -> ProjectCounts {
             projections::AgentStatus::Online => "online",
         };
         bump(&mut c.agents_by_status, status);
-        c.last_activity_ms = c.last_activity_ms.max(a.last_activity_ms);
     }
     for w in p.work.iter() {
         match w.status {
@@ -323,7 +322,6 @@ pub fn project_counts(p: &Project) -> ProjectCounts {
             WorkStatus::Completed => c.completed += 1,
             WorkStatus::Failed | WorkStatus::Cancelled | WorkStatus::DeadLettered => c.failed += 1,
         }
-        c.last_activity_ms = c.last_activity_ms.max(w.updated_at_ms);
     }
     for t in p.targets.iter() {
         match t.status {

@@ -207,7 +207,11 @@ mod tests {
             Rejection::WrongState("x".into()),
         ] {
             assert!(documented.contains(&r.code()), "{}", r.code());
-            assert!(text.contains(&format!("`{}`", r.code())), "{} undocumented", r.code());
+            assert!(
+                text.contains(&format!("`{}`", r.code())),
+                "{} undocumented",
+                r.code()
+            );
         }
     }
 }

@@ -47,6 +47,9 @@ fn expectation_headers(headers: &mut HeaderMap, project: &str, expect: &Expect) 
             *sequence,
             Some(events::subject::kind_in_project(project, *kind)),
         ),
+        // Inside a batch the server refuses an expectation on a subject an earlier message
+        // of the batch writes; the batch is atomic, so none is needed.
+        Expect::FollowsPrevious => return,
     };
     headers.insert(
         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,

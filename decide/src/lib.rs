@@ -39,6 +39,9 @@ pub enum Expect {
     /// The last event of any aggregate of `kind` in the project is at `sequence`: for
     /// decisions that span aggregates, such as unique names within a project.
     ScopeAt { kind: AggregateKind, sequence: u64 },
+    /// An earlier decision of the same command is on this aggregate: the command's
+    /// decisions are committed together, so this one follows that one or neither lands.
+    FollowsPrevious,
 }
 
 /// One event to record, on one aggregate, with what the log must look like for it.
@@ -91,12 +94,26 @@ impl From<SpinUpCommand> for Command {
 }
 
 /// The settings the rules read: the routing policy, retries, spin-ups and the timers.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub routing: routing::RoutingPolicy,
     pub retry: work::RetryPolicy,
     pub spin_up: routing::SpinUpPolicy,
     pub timing: schedule::Timing,
+    /// The mechanisms targets may use here (an operator may forbid `local`, say).
+    pub mechanisms: Vec<events::target::Mechanism>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            routing: Default::default(),
+            retry: Default::default(),
+            spin_up: Default::default(),
+            timing: Default::default(),
+            mechanisms: events::target::Mechanism::ALL.to_vec(),
+        }
+    }
 }
 
 /// Decides `command` against `project`: the events to record (none when the state already
@@ -107,7 +124,7 @@ pub fn decide(
     settings: &Settings,
 ) -> Result<Vec<Decision>, Rejection> {
     match command {
-        Command::Target(c) => target::decide(c, project),
+        Command::Target(c) => target::decide(c, project, settings),
         Command::Work(c) => work::decide(c, project, settings),
         Command::Agent(c) => agent::decide(c, project, settings),
         Command::SpinUp(c) => spin_up::decide(c, project),

@@ -138,7 +138,7 @@ impl Validation {
         let mut out = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let v = v.trim();
-            if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+            if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
                 self.add(
                     format!("{field}[{i}]"),
                     "must be a non-empty string of at most 128 characters",
@@ -167,17 +167,69 @@ pub fn is_env_name(value: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Shaped like an RFC 3339 date-time (`2026-01-31T12:00:00Z`, or with an offset).
+/// An RFC 3339 date-time as the API declares it: `2026-01-31T12:00:00Z`, with optional
+/// fractional seconds and a `Z` or `+hh:mm` offset.
 pub fn is_rfc3339(value: &str) -> bool {
     let b = value.as_bytes();
-    b.len() >= 20
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let date_time = b.len() >= 20
+        && digits(0..4)
         && b[4] == b'-'
+        && digits(5..7)
         && b[7] == b'-'
-        && (b[10] == b'T' || b[10] == b't')
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
         && b[13] == b':'
+        && digits(14..16)
         && b[16] == b':'
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-            .iter()
-            .all(|i| b[*i].is_ascii_digit())
-        && (value.ends_with('Z') || value.ends_with('z') || value[19..].contains(['+', '-']))
+        && digits(17..19);
+    if !date_time {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    match rest {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_is_exactly_what_the_api_declares() {
+        for ok in [
+            "2026-01-31T12:00:00Z",
+            "2026-01-31t12:00:00.123z",
+            "2026-01-31T12:00:00+02:00",
+            "2026-01-31T12:00:00.5-07:30",
+        ] {
+            assert!(is_rfc3339(ok), "{ok}");
+        }
+        for bad in [
+            "tomorrow",
+            "2026-01-31 12:00:00Z",
+            "2026-01-31T12:00:00",
+            "2026-01-31T12:00:00+0200",
+            "2026-01-31T12:00:00.Z",
+            "2026-01-31T12:00:00Z\n",
+            "2026-01-31T12:00:00ZZ",
+            "２０２６-01-31T12:00:00Z",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! The target aggregate: where and how Weft starts agents. Validating what clients send,
 //! and deciding which event each command records.
 
-
 use events::target::{
     HealthCheckSettings, Mechanism, MechanismConfig, TargetDisabled, TargetEnabled,
     TargetHealthChecked, TargetRegistered, TargetRemoved, TargetUpdated,
@@ -39,6 +38,8 @@ pub struct NewTarget {
     pub health_check: Option<HealthCheckInput>,
     pub tags: Option<Vec<String>>,
     pub max_agents: Option<i64>,
+    /// `Some(false)`: register it disabled.
+    pub enabled: Option<bool>,
 }
 
 /// An update as the client sent it; absent fields stay as they are.
@@ -405,17 +406,37 @@ fn find<'a>(project: &'a Project, key: &str) -> Result<&'a Target, Rejection> {
         .ok_or_else(|| Rejection::NotFound(format!("Target with ID or name {key} not found")))
 }
 
-pub fn decide(command: &TargetCommand, project: &Project) -> Result<Vec<Decision>, Rejection> {
+pub fn decide(
+    command: &TargetCommand,
+    project: &Project,
+    settings: &crate::Settings,
+) -> Result<Vec<Decision>, Rejection> {
     match command {
         TargetCommand::Register { target_id, target } => {
             let registered = validate_new(target_id.clone(), target.clone())?;
+            let mechanism = registered.config.mechanism();
+            if !settings.mechanisms.contains(&mechanism) {
+                let allowed: Vec<&str> = settings.mechanisms.iter().map(|m| m.as_str()).collect();
+                return Err(Rejection::invalid(
+                    "mechanism",
+                    format!(
+                        "{} is not allowed here (WEFT_MECHANISMS: {})",
+                        mechanism.as_str(),
+                        if allowed.is_empty() {
+                            "none".into()
+                        } else {
+                            allowed.join(", ")
+                        }
+                    ),
+                ));
+            }
             if project.targets.by_name(&registered.name).is_some() {
                 return Err(Rejection::NameTaken(format!(
                     "Target with name '{}' already exists",
                     registered.name
                 )));
             }
-            Ok(vec![Decision {
+            let mut decisions = vec![Decision {
                 aggregate_id: registered.target_id.clone(),
                 event: Event::TargetRegistered(registered),
                 // Expect the whole project's target history, not just this aggregate's: that
@@ -424,7 +445,18 @@ pub fn decide(command: &TargetCommand, project: &Project) -> Result<Vec<Decision
                     kind: AggregateKind::Target,
                     sequence: project.targets.last_sequence,
                 },
-            }])
+            }];
+            if target.enabled == Some(false) {
+                // Registered disabled: both in one commit, so it is never usable in between.
+                decisions.push(Decision {
+                    aggregate_id: target_id.clone(),
+                    event: Event::TargetDisabled(TargetDisabled {
+                        reason: Some("registered disabled".into()),
+                    }),
+                    expect: Expect::FollowsPrevious,
+                });
+            }
+            Ok(decisions)
         }
         TargetCommand::Update { key, patch } => {
             let target = find(project, key)?;

@@ -60,26 +60,28 @@ impl World {
 
     /// Fails the test when JetStream would refuse the decision's expectation.
     fn check(&self, d: &Decision) {
-        let actual = match &d.expect {
-            Expect::AggregateAt(_) => self
-                .subjects
-                .get(&Self::subject(&d.event, &d.aggregate_id))
-                .copied()
-                .unwrap_or(0),
-            Expect::ScopeAt { kind, .. } => {
-                let prefix = format!("{}/", kind.as_str());
+        let (expected, actual) = match &d.expect {
+            // Committed with the decision before it, which carries the expectation.
+            Expect::FollowsPrevious => return,
+            Expect::AggregateAt(expected) => (
+                *expected,
                 self.subjects
+                    .get(&Self::subject(&d.event, &d.aggregate_id))
+                    .copied()
+                    .unwrap_or(0),
+            ),
+            Expect::ScopeAt { kind, sequence } => {
+                let prefix = format!("{}/", kind.as_str());
+                let last = self
+                    .subjects
                     .iter()
                     .filter(|(s, _)| s.starts_with(&prefix))
                     .map(|(_, seq)| *seq)
                     .max()
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                (*sequence, last)
             }
         };
-        let (Expect::AggregateAt(expected)
-        | Expect::ScopeAt {
-            sequence: expected, ..
-        }) = d.expect;
         assert_eq!(
             expected,
             actual,

@@ -34,6 +34,9 @@ pub struct State {
 /// One tenant's read models.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Project {
+    /// When the project's latest event was recorded.
+    #[serde(default)]
+    pub last_event_ms: u64,
     pub targets: Targets,
     pub work: WorkItems,
     pub agents: Agents,
@@ -61,6 +64,7 @@ impl State {
         }
         self.sequence = sequence;
         let project = self.projects.entry(envelope.project.clone()).or_default();
+        project.last_event_ms = project.last_event_ms.max(envelope.time_ms);
         if envelope.aggregate == events::AggregateKind::Target {
             // Every event on a target's subject moves the scope that registrations expect,
             // whichever fold handles it.

@@ -87,22 +87,28 @@ impl SpinUps {
     }
 }
 
-/// A target is in use while a spin-up on it is live.
+/// A target is in use while an agent one of its spin-ups started is there (registered and
+/// not yet stopped); spin-ups still waiting for their agent are counted apart.
 pub(crate) fn refresh_status(targets: &mut Targets, spin_ups: &SpinUps, target_id: &str) {
-    let live = spin_ups.live_on(target_id).next().is_some();
-    let agent = spin_ups
+    let linked = spin_ups
         .live_on(target_id)
+        .filter(|s| s.status == SpinUpStatus::Completed)
         .filter_map(|s| s.agent_id.clone())
         .last();
+    let in_flight = spin_ups
+        .live_on(target_id)
+        .filter(|s| s.status.is_in_flight())
+        .count() as u32;
     if let Some(t) = targets.get_mut(target_id) {
-        t.current_agent_guid = agent;
+        t.spin_ups_in_flight = in_flight;
         if t.status != TargetStatus::Disabled {
-            t.status = if live {
+            t.status = if linked.is_some() {
                 TargetStatus::InUse
             } else {
                 TargetStatus::Available
             };
         }
+        t.current_agent_guid = linked;
     }
 }
 

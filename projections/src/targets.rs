@@ -71,6 +71,9 @@ pub struct Target {
     pub tags: Vec<String>,
     /// How many agents it may run at once.
     pub max_agents: u32,
+    /// Spin-ups on it whose agent has not registered yet.
+    #[serde(default)]
+    pub spin_ups_in_flight: u32,
     /// Stream sequence of the target's last event: the expected sequence for its next one.
     pub version: u64,
 }
@@ -162,6 +165,7 @@ impl Targets {
                         use_count: 0,
                         tags: e.tags.clone(),
                         max_agents: e.max_agents.unwrap_or(1),
+                        spin_ups_in_flight: 0,
                         version: sequence,
                     },
                 );

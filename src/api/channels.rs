@@ -64,11 +64,12 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 #[OpenApi(tag = "Tag::System")]
 impl ChannelsApi {
     /// The project's Warp channels, from its streams.
-    #[oai(path = "/api/channels", method = "get")]
+    #[oai(path = "/api/channels", method = "get", operation_id = "listChannels")]
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<ChannelList>, ApiError> {
         let project = app.project(project_id.0.as_deref())?;
         let js = app.store.jetstream();
@@ -97,30 +98,23 @@ impl ChannelsApi {
     }
 
     /// A channel's last messages, oldest first.
-    #[oai(path = "/api/channels/:name/messages", method = "get")]
+    #[oai(
+        path = "/api/channels/:name/messages",
+        method = "get",
+        operation_id = "listChannelMessages"
+    )]
     async fn messages(
         &self,
         app: Data<&Arc<AppState>>,
-        name: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))] name: Path<String>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         /// 1-1000, default 50.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<ChannelMessages>, ApiError> {
         let project = app.project(project_id.0.as_deref())?;
         let limit = limit.0.unwrap_or(50);
-        if !(1..=1000).contains(&limit) {
-            return Err(ApiError::validation("limit", "must be between 1 and 1000"));
-        }
-        if !name
-            .0
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ApiError::validation(
-                "name",
-                "must be letters, digits, '-' or '_'",
-            ));
-        }
         let mut messages = Vec::new();
         // A channel nobody has written to has no stream yet: no messages.
         if let Ok(mut stream) = app

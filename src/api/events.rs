@@ -71,62 +71,32 @@ pub struct EventPage {
 
 /// How many events one request looks at when filtering by type.
 const SCAN_LIMIT: usize = 5_000;
-const MAX_LIMIT: i64 = 1_000;
 
 #[OpenApi(tag = "Tag::Events")]
 impl EventsApi {
     /// Read the event log, oldest first.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/api/events", method = "get")]
+    #[oai(path = "/api/events", method = "get", operation_id = "listEvents")]
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
         /// Only this project (default: all projects).
-        #[oai(name = "projectId")]
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
         project_id: Query<Option<String>>,
-        /// Aggregate kind, e.g. `target`.
-        aggregate: Query<Option<String>>,
-        #[oai(name = "aggregateId")] aggregate_id: Query<Option<String>>,
+        aggregate: Query<Option<crate::api::names::AggregateName>>,
+        #[oai(name = "aggregateId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        aggregate_id: Query<Option<String>>,
         /// Event type, e.g. `target.registered`.
         #[oai(name = "type")]
         event_type: Query<Option<String>>,
         /// Only events after this sequence.
         after: Query<Option<u64>>,
         /// At most this many events (1-1000, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<EventPage>, ApiError> {
-        let limit = limit.0.unwrap_or(100);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::validation(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
-        let limit = limit as usize;
-        for (name, value) in [
-            ("projectId", &project_id.0),
-            ("aggregateId", &aggregate_id.0),
-        ] {
-            if value
-                .as_deref()
-                .is_some_and(|v| !events::subject::is_valid_token(v))
-            {
-                return Err(ApiError::validation(
-                    name,
-                    "must contain only letters, digits, '-' and '_'",
-                ));
-            }
-        }
-        let kind = match aggregate.0.as_deref() {
-            None => None,
-            Some(k) => Some(events::AggregateKind::parse(k).ok_or_else(|| {
-                let kinds: Vec<&str> = events::AggregateKind::ALL
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect();
-                ApiError::validation("aggregate", format!("must be one of {}", kinds.join(", ")))
-            })?),
-        };
+        let limit = limit.0.unwrap_or(100) as usize;
+        let kind = aggregate.0.map(events::AggregateKind::from);
         let after = after.0.unwrap_or(0);
         let filter =
             events::subject::filter(project_id.0.as_deref(), kind, aggregate_id.0.as_deref());

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod batch;
 pub mod channels;
+pub mod contract;
 
 pub mod error;
 pub mod events;
@@ -163,9 +164,31 @@ pub fn service() -> Service {
     )
 }
 
+/// The spec with its refinements ([`contract`]), as served at `/api/openapi.json`.
+pub fn spec() -> &'static serde_json::Value {
+    static SPEC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&service().spec()).unwrap_or_default();
+        contract::refine(&mut spec);
+        spec
+    });
+    &SPEC
+}
+
 /// The spec as YAML: what `weft openapi` prints and `openapi.yaml` holds.
 pub fn spec_yaml() -> String {
-    service().spec_yaml()
+    serde_yaml::to_string(spec()).unwrap_or_default()
+}
+
+/// Swagger UI showing the refined spec.
+fn docs(service: &Service) -> poem::Route {
+    let html = service
+        .swagger_ui_html()
+        .replace(&service.spec(), &spec().to_string());
+    poem::Route::new().at(
+        "/",
+        poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())),
+    )
 }
 
 fn fingerprint(token: &str) -> String {
@@ -252,8 +275,29 @@ fn authenticate(req: &Request, token_digests: &[String]) -> Result<Actor, ApiErr
     }
 }
 
-/// Refuses bodies over `max` bytes with 413, whether they announce their length or not.
+/// How much of a body that is too large is read (and dropped) before the 413 is sent, and
+/// for how long: a client that does not wait for `100 Continue` is still sending, and most
+/// only read the answer once they have sent everything. Beyond these the connection closes.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops the rest of a body, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(body: poem::Body, mut read: usize) {
+    use futures::StreamExt;
+    let mut stream = body.into_bytes_stream();
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    while read <= DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
+/// Refuses bodies over `max` bytes with 413, whether they announce their length or not,
+/// after reading what the client is still sending so that it can read the answer.
 async fn limit_body(req: &mut Request, max: usize) -> Result<(), poem::Error> {
+    use futures::StreamExt;
     let too_large = || {
         poem::Error::from_string(
             format!("the request body exceeds {max} bytes"),
@@ -266,17 +310,28 @@ async fn limit_body(req: &mut Request, max: usize) -> Result<(), poem::Error> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     match declared {
-        Some(length) if length > max => Err(too_large()),
+        Some(length) if length > max => {
+            if length <= DRAIN_BYTES {
+                drain(req.take_body(), 0).await;
+            }
+            Err(too_large())
+        }
         Some(_) => Ok(()),
         None if req
             .headers()
             .contains_key(poem::http::header::TRANSFER_ENCODING) =>
         {
-            let bytes = req
-                .take_body()
-                .into_bytes_limit(max)
-                .await
-                .map_err(|_| too_large())?;
+            let mut stream = req.take_body().into_bytes_stream();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk =
+                    chunk.map_err(|e| poem::Error::new(e, poem::http::StatusCode::BAD_REQUEST))?;
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > max {
+                    drain(poem::Body::from_bytes_stream(stream), bytes.len()).await;
+                    return Err(too_large());
+                }
+            }
             req.set_body(bytes);
             Ok(())
         }
@@ -294,8 +349,11 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
     let service = service();
     let token_digests: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| fingerprint(t)).collect());
     Route::new()
-        .nest("/api/docs", service.swagger_ui())
-        .at("/api/openapi.json", service.spec_endpoint())
+        .nest("/api/docs", docs(&service))
+        .at(
+            "/api/openapi.json",
+            poem::endpoint::make_sync(|_| poem::web::Json(spec().clone())),
+        )
         .at("/api/ws", poem::get(ws::upgrade))
         .at("/metrics", poem::get(stats::metrics))
         .at("/dashboard", poem::get(dashboard))
@@ -325,7 +383,21 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
                     .filter(|v| !v.is_empty() && v.len() <= 128)
                     .map(String::from);
                 req.extensions_mut().insert(actor);
-                endpoint.call(req).await.map(IntoResponse::into_response)
+                let path = req.uri().path().to_string();
+                match endpoint.call(req).await {
+                    Ok(response) => Ok(response.into_response()),
+                    // RFC 9110: a 405 names the methods the resource has.
+                    Err(e) if e.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED => {
+                        let mut response = to_json_response(e);
+                        if let Ok(allow) = contract::allowed_methods(&path).join(", ").parse() {
+                            response
+                                .headers_mut()
+                                .insert(poem::http::header::ALLOW, allow);
+                        }
+                        Ok(response)
+                    }
+                    Err(e) => Err(e),
+                }
             }
         })
         .catch_all_error(|e| async move { to_json_response(e) })

@@ -82,6 +82,69 @@ impl AgentStatusName {
     }
 }
 
+/// Declares an API enum that stands alone (no read model mirrors it), each variant with
+/// its name on the wire.
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $wire:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(
+            poem_openapi::Enum, serde::Deserialize, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq,
+        )]
+        pub enum $name {
+            $(#[oai(rename = $wire)] #[serde(rename = $wire)] $variant),*
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire),*
+                }
+            }
+        }
+    };
+}
+
+words! {
+    /// Why work was cancelled (the original's reasons).
+    CancelReason {
+        UserRequested = "user-requested",
+        DeadlinePassed = "deadline-passed",
+        ResourceConstraint = "resource-constraint",
+        SystemShutdown = "system-shutdown",
+    }
+}
+
+words! {
+    /// Why agents are asked to shut down (the original's reasons).
+    ShutdownReason {
+        Manual = "manual",
+        ScalingDown = "scaling-down",
+        Maintenance = "maintenance",
+        Error = "error",
+    }
+}
+
+words! {
+    /// The kinds of aggregate, as the event log names them.
+    AggregateName {
+        Target = "target",
+        Work = "work",
+        Agent = "agent",
+        SpinUp = "spinup",
+    }
+}
+
+impl From<AggregateName> for events::AggregateKind {
+    fn from(name: AggregateName) -> Self {
+        match name {
+            AggregateName::Target => events::AggregateKind::Target,
+            AggregateName::Work => events::AggregateKind::Work,
+            AggregateName::Agent => events::AggregateKind::Agent,
+            AggregateName::SpinUp => events::AggregateKind::SpinUp,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +154,10 @@ mod tests {
         for s in projections::WorkStatus::ALL {
             let name = serde_json::to_value(WorkStatusName::from(s)).unwrap();
             assert_eq!(name, s.as_str());
+        }
+        for kind in events::AggregateKind::ALL {
+            let name: AggregateName = serde_json::from_value(kind.as_str().into()).unwrap();
+            assert_eq!(events::AggregateKind::from(name), kind);
         }
         let name = serde_json::to_value(MechanismName::GithubActions).unwrap();
         assert_eq!(name, "github-actions");

@@ -39,8 +39,8 @@ pub struct ProjectTotals {
     pub completed_work: usize,
     pub failed_work: usize,
     pub targets: usize,
-    #[oai(skip_serializing_if_is_none)]
-    pub last_activity: Option<String>,
+    /// When the project's latest event was recorded.
+    pub last_activity: String,
 }
 
 /// Every agent and every target counts (disabled ones too); failed work includes
@@ -54,6 +54,96 @@ pub struct GlobalStats {
     pub by_project: BTreeMap<String, ProjectTotals>,
 }
 
+#[derive(Object, Clone, Debug, serde::Serialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCounts {
+    pub total: usize,
+    pub by_type: BTreeMap<String, usize>,
+    /// online, busy, offline.
+    pub by_status: BTreeMap<String, usize>,
+}
+
+#[derive(Object, Clone, Debug, serde::Serialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct WorkCounts {
+    pub pending: usize,
+    /// Assigned or in progress.
+    pub active: usize,
+    pub completed: usize,
+    /// Failed, cancelled or dead-lettered, as the original counted them.
+    pub failed: usize,
+}
+
+#[derive(Object, Clone, Debug, serde::Serialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCounts {
+    pub total: usize,
+    pub available: usize,
+    pub in_use: usize,
+    pub disabled: usize,
+}
+
+#[derive(Object, Clone, Debug, serde::Serialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketCounts {
+    pub connections: usize,
+    /// Topics the asking session subscribes to (0 over REST).
+    pub subscriptions: usize,
+}
+
+/// One project's numbers: `GET /api/projects/{project}/stats`, and the `data` of the
+/// WebSocket `stats` message.
+#[derive(Object, Clone, Debug, serde::Serialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectStats {
+    pub agents: AgentCounts,
+    pub work: WorkCounts,
+    pub targets: TargetCounts,
+    pub websocket: WebSocketCounts,
+    pub timestamp: String,
+    pub project_id: String,
+}
+
+impl ProjectStats {
+    pub fn new(app: &AppState, project: &str, subscriptions: usize) -> Self {
+        let counts = app.commands.projection().read(|s| {
+            s.project(project)
+                .map(live::project_counts)
+                .unwrap_or_default()
+        });
+        ProjectStats {
+            agents: AgentCounts {
+                total: counts.agents_total,
+                by_type: counts.agents_by_type,
+                by_status: counts.agents_by_status,
+            },
+            work: WorkCounts {
+                pending: counts.pending,
+                active: counts.active,
+                completed: counts.completed,
+                failed: counts.failed,
+            },
+            targets: TargetCounts {
+                total: counts.targets_total,
+                available: counts.targets_available,
+                in_use: counts.targets_in_use,
+                disabled: counts.targets_disabled,
+            },
+            websocket: WebSocketCounts {
+                connections: app.live.connections.load(Ordering::Relaxed),
+                subscriptions,
+            },
+            timestamp: rfc3339(now_ms()),
+            project_id: project.into(),
+        }
+    }
+}
+
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
 pub struct ProjectList {
@@ -65,7 +155,7 @@ pub struct ProjectList {
 #[OpenApi(tag = "Tag::System")]
 impl StatsApi {
     /// Counts over every project.
-    #[oai(path = "/api/stats", method = "get")]
+    #[oai(path = "/api/stats", method = "get", operation_id = "getStats")]
     async fn stats(&self, app: Data<&Arc<AppState>>) -> Json<GlobalStats> {
         Json(app.commands.projection().read(|s| {
             let by_project: BTreeMap<String, ProjectTotals> = s
@@ -82,8 +172,7 @@ impl StatsApi {
                             completed_work: c.completed,
                             failed_work: c.failed,
                             targets: c.targets_total,
-                            last_activity: (c.last_activity_ms > 0)
-                                .then(|| rfc3339(c.last_activity_ms)),
+                            last_activity: rfc3339(c.last_activity_ms),
                         },
                     )
                 })
@@ -106,7 +195,11 @@ impl StatsApi {
     }
 
     /// The projects Weft knows (every project with at least one event).
-    #[oai(path = "/api/stats/projects", method = "get")]
+    #[oai(
+        path = "/api/stats/projects",
+        method = "get",
+        operation_id = "listProjects"
+    )]
     async fn projects(&self, app: Data<&Arc<AppState>>) -> Json<ProjectList> {
         let projects: Vec<String> = app
             .commands
@@ -120,18 +213,18 @@ impl StatsApi {
     }
 
     /// One project's stats, in the shape of the WebSocket `stats` message's `data`.
-    #[oai(path = "/api/projects/:project/stats", method = "get")]
+    #[oai(
+        path = "/api/projects/:project/stats",
+        method = "get",
+        operation_id = "getProjectStats"
+    )]
     async fn project(
         &self,
         app: Data<&Arc<AppState>>,
-        project: Path<String>,
-    ) -> Result<Json<serde_json::Value>, ApiError> {
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))] project: Path<String>,
+    ) -> Result<Json<ProjectStats>, ApiError> {
         let project = app.project(Some(&project.0))?;
-        let mut message = super::ws::stats_message(&app, &project, 0);
-        let mut data = message["data"].take();
-        data["timestamp"] = message["timestamp"].take();
-        data["projectId"] = project.into();
-        Ok(Json(data))
+        Ok(Json(ProjectStats::new(&app, &project, 0)))
     }
 }
 
@@ -158,7 +251,7 @@ pub fn metrics(app: Data<&Arc<AppState>>) -> poem::Response {
         for (name, p) in &s.projects {
             let c = live::project_counts(p);
             for status in ["online", "busy", "offline"] {
-                let n = c.agents_by_status.get(status).and_then(|v| v.as_u64()).unwrap_or(0);
+                let n = c.agents_by_status.get(status).copied().unwrap_or(0);
                 let _ = writeln!(out, "weft_agents{{project=\"{}\",status=\"{status}\"}} {n}", label(name));
             }
         }

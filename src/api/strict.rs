@@ -55,14 +55,37 @@ impl<T: Type + DeserializeOwned> ParseFromJSON for Strict<T> {
     }
 }
 
-/// A JSON body that may be absent (empty), parsed strictly when present. For endpoints
-/// the original's clients call both with and without a body.
+/// A JSON body that may be absent (empty), parsed strictly when present, and documented as
+/// an optional request body. For endpoints the original's clients call both with and
+/// without a body.
 pub struct OptionalBody<T>(pub Option<T>);
 
-impl<'a, T: DeserializeOwned> poem::FromRequest<'a> for OptionalBody<T> {
+impl<'a, T: Type + DeserializeOwned + Send> poem_openapi::ApiExtractor<'a> for OptionalBody<T> {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<poem_openapi::registry::MetaRequest> {
+        Some(poem_openapi::registry::MetaRequest {
+            description: None,
+            content: vec![poem_openapi::registry::MetaMediaType {
+                content_type: "application/json; charset=utf-8",
+                schema: T::schema_ref(),
+            }],
+            required: false,
+        })
+    }
+
     async fn from_request(
         _req: &'a poem::Request,
         body: &mut poem::RequestBody,
+        _opts: poem_openapi::ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         let bytes = body.take()?.into_bytes().await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {

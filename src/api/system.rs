@@ -66,7 +66,7 @@ pub struct StateDigest {
 #[OpenApi(tag = "Tag::System")]
 impl SystemApi {
     /// Liveness and readiness; never requires a token.
-    #[oai(path = "/health", method = "get")]
+    #[oai(path = "/health", method = "get", operation_id = "getHealth")]
     async fn health(&self, app: Data<&Arc<AppState>>) -> HealthResponse {
         let connected = app.client.connection_state() == async_nats::connection::State::Connected;
         let health = Health {
@@ -93,7 +93,7 @@ impl SystemApi {
     }
 
     /// The state digest.
-    #[oai(path = "/api/state", method = "get")]
+    #[oai(path = "/api/state", method = "get", operation_id = "getState")]
     async fn state(&self, app: Data<&Arc<AppState>>) -> Json<StateDigest> {
         Json(app.commands.projection().read(|s| StateDigest {
             sequence: s.sequence,

@@ -98,31 +98,9 @@ fn error(text: impl Into<String>) -> Message {
 }
 
 pub fn stats_message(app: &AppState, project: &str, subscriptions: usize) -> Value {
-    let data = app.commands.projection().read(|s| {
-        let counts = s.project(project).map(live::project_counts);
-        let c = counts.as_ref();
-        json!({
-            "agents": {
-                "total": c.map_or(0, |c| c.agents_total),
-                "byType": c.map(|c| c.agents_by_type.clone()).unwrap_or_default(),
-                "byStatus": c.map(|c| c.agents_by_status.clone()).unwrap_or_default(),
-            },
-            "work": {
-                "pending": c.map_or(0, |c| c.pending),
-                "active": c.map_or(0, |c| c.active),
-                "completed": c.map_or(0, |c| c.completed),
-                "failed": c.map_or(0, |c| c.failed),
-            },
-            "targets": {
-                "total": c.map_or(0, |c| c.targets_total),
-                "available": c.map_or(0, |c| c.targets_available),
-                "inUse": c.map_or(0, |c| c.targets_in_use),
-                "disabled": c.map_or(0, |c| c.targets_disabled),
-            },
-            "websocket": {"connections": app.live.connections.load(Ordering::Relaxed), "subscriptions": subscriptions},
-        })
-    });
-    json!({"type": "stats", "data": data, "timestamp": now(), "projectId": project})
+    let stats = super::stats::ProjectStats::new(app, project, subscriptions);
+    let timestamp = stats.timestamp.clone();
+    json!({"type": "stats", "data": stats, "timestamp": timestamp, "projectId": project})
 }
 
 fn event_text(topic: &str, data: &Value) -> String {

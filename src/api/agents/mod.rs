@@ -24,8 +24,6 @@ pub use types::*;
 
 pub struct AgentsApi;
 
-const SHUTDOWN_REASONS: [&str; 4] = ["manual", "scaling-down", "maintenance", "error"];
-
 impl AppState {
     /// Every agent, Weft's first, optionally of one project.
     fn agents(&self, project: Option<&str>) -> Vec<AgentView> {
@@ -98,16 +96,17 @@ impl AppState {
 impl AgentsApi {
     /// List agents: Weft's and Warp's, every project unless `projectId` is given.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/api/agents", method = "get")]
+    #[oai(path = "/api/agents", method = "get", operation_id = "listAgents")]
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
         #[oai(name = "type")] agent_type: Query<Option<String>>,
         status: Query<Option<AgentStatusName>>,
         capability: Query<Option<String>>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
-        limit: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
     ) -> Result<Json<AgentList>, ApiError> {
         let project = project_id
             .0
@@ -151,7 +150,7 @@ impl AgentsApi {
     }
 
     /// Get an agent by GUID (a UUID, or Warp's 32-hex identity).
-    #[oai(path = "/api/agents/:guid", method = "get")]
+    #[oai(path = "/api/agents/:guid", method = "get", operation_id = "getAgent")]
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
@@ -161,7 +160,11 @@ impl AgentsApi {
     }
 
     /// Ask an agent to shut down: gracefully (finish its work first, the default) or not.
-    #[oai(path = "/api/agents/:guid/shutdown", method = "post")]
+    #[oai(
+        path = "/api/agents/:guid/shutdown",
+        method = "post",
+        operation_id = "shutdownAgent"
+    )]
     async fn shutdown(
         &self,
         app: Data<&Arc<AppState>>,
@@ -181,7 +184,11 @@ impl AgentsApi {
     }
 
     /// Ask several agents to shut down, by GUID or by filter.
-    #[oai(path = "/api/agents/shutdown-batch", method = "post")]
+    #[oai(
+        path = "/api/agents/shutdown-batch",
+        method = "post",
+        operation_id = "shutdownAgents"
+    )]
     async fn shutdown_batch(
         &self,
         app: Data<&Arc<AppState>>,
@@ -190,13 +197,7 @@ impl AgentsApi {
     ) -> Result<Json<ShutdownBatchResponse>, ApiError> {
         let body = body.0 .0;
         let graceful = body.graceful.unwrap_or(true);
-        let reason = body.reason.clone().unwrap_or_else(|| "manual".into());
-        if !SHUTDOWN_REASONS.contains(&reason.as_str()) {
-            return Err(ApiError::validation(
-                "reason",
-                format!("must be one of {}", SHUTDOWN_REASONS.join(", ")),
-            ));
-        }
+        let reason = body.reason.unwrap_or(ShutdownReason::Manual).as_str();
         let project = body
             .project_id
             .as_deref()
@@ -244,7 +245,7 @@ impl AgentsApi {
             let result = match &agent {
                 None => Err("Agent not found".to_string()),
                 Some(agent) => app
-                    .shutdown_agent(&actor, agent, graceful, &reason)
+                    .shutdown_agent(&actor, agent, graceful, reason)
                     .await
                     .map_err(ApiError::into_message),
             };

@@ -5,7 +5,7 @@ use projections::{Agent, AgentStatus};
 use serde_json::Value;
 
 use crate::api::batch::BatchOutcome;
-pub use crate::api::names::AgentStatusName;
+pub use crate::api::names::{AgentStatusName, ShutdownReason};
 use crate::api::AppState;
 use crate::registry::{parse_time_ms, STALE_AFTER_MS};
 use crate::time::{now_ms, rfc3339};
@@ -149,7 +149,11 @@ pub struct AgentList {
     pub count: usize,
     pub total: usize,
     pub has_more: bool,
+    /// Absent (null) on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
+    /// Absent (null) on the first page.
+    #[oai(nullable)]
     pub prev_cursor: Option<String>,
 }
 
@@ -159,6 +163,7 @@ pub struct AgentList {
 pub struct ShutdownBody {
     /// Finish running work first (default true).
     pub graceful: Option<bool>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
 }
 
@@ -190,8 +195,8 @@ pub struct ShutdownBatchRequest {
     pub agent_guids: Option<Vec<String>>,
     pub graceful: Option<bool>,
     pub grace_period_ms: Option<u64>,
-    /// manual, scaling-down, maintenance or error.
-    pub reason: Option<String>,
+    pub reason: Option<ShutdownReason>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
 }
 

@@ -40,7 +40,7 @@ fn changed(project: &str, app: &AppState, key: &str, message: String) -> TargetC
 impl TargetsApi {
     /// List targets (disabled ones included), in registration order.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/api/targets", method = "get")]
+    #[oai(path = "/api/targets", method = "get", operation_id = "listTargets")]
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
@@ -55,9 +55,10 @@ impl TargetsApi {
         mechanism: Query<Option<MechanismName>>,
         #[oai(name = "healthStatus")] health_status: Query<Option<HealthStatusName>>,
         tag: Query<Option<String>>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
-        limit: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
     ) -> Result<ListResponse, ApiError> {
         let project = app.project(project_id.0.as_deref())?;
         let deprecated = (classification.0.is_some() && boundary.0.is_none())
@@ -117,15 +118,26 @@ impl TargetsApi {
     }
 
     /// Register a target.
-    #[oai(path = "/api/targets", method = "post")]
+    #[oai(
+        path = "/api/targets",
+        method = "post",
+        operation_id = "registerTarget"
+    )]
     async fn register(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
-        body: Json<Strict<TargetRegisterRequest>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
+        body: Json<RegisterBody>,
     ) -> Result<CreatedResponse, ApiError> {
         let body = body.0 .0;
+        if body.boundaries.is_some() && body.classifications.is_some() {
+            return Err(ApiError::validation(
+                "classifications",
+                "give boundaries or its alias classifications, not both",
+            ));
+        }
         let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
         let target_id = uuid::Uuid::new_v4().to_string();
         let command = TargetCommand::Register {
@@ -135,12 +147,15 @@ impl TargetsApi {
                 description: body.description,
                 agent_type: body.agent_type,
                 capabilities: body.capabilities,
-                boundaries: body.boundaries,
-                mechanism: body.mechanism,
-                config: body.config,
+                boundaries: body.boundaries.or(body.classifications),
+                mechanism: events::target::Mechanism::from(body.mechanism)
+                    .as_str()
+                    .into(),
+                config: serde_json::Value::Object(body.config.into_iter().collect()),
                 health_check: body.health_check.map(Into::into),
                 tags: body.tags,
                 max_agents: body.max_agents,
+                enabled: body.enabled,
             },
         };
         app.commands
@@ -161,25 +176,31 @@ impl TargetsApi {
     }
 
     /// Get a target by id or name.
-    #[oai(path = "/api/targets/:id", method = "get")]
+    #[oai(path = "/api/targets/:id", method = "get", operation_id = "getTarget")]
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<TargetView>, ApiError> {
         let (_, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
         Ok(Json(view))
     }
 
     /// Change a target's settings.
-    #[oai(path = "/api/targets/:id", method = "put")]
+    #[oai(
+        path = "/api/targets/:id",
+        method = "put",
+        operation_id = "updateTarget"
+    )]
     async fn update(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         body: Json<Strict<TargetUpdateRequest>>,
     ) -> Result<Json<TargetView>, ApiError> {
         let body = body.0 .0;
@@ -191,7 +212,9 @@ impl TargetsApi {
             description: body.description,
             capabilities: body.capabilities,
             boundaries: body.boundaries,
-            config: body.config,
+            config: body
+                .config
+                .map(|c| serde_json::Value::Object(c.into_iter().collect())),
             health_check: body.health_check.map(Into::into),
             tags: body.tags,
             max_agents: body.max_agents,
@@ -219,13 +242,18 @@ impl TargetsApi {
     }
 
     /// Remove a target. Its history stays in the event log.
-    #[oai(path = "/api/targets/:id", method = "delete")]
+    #[oai(
+        path = "/api/targets/:id",
+        method = "delete",
+        operation_id = "removeTarget"
+    )]
     async fn remove(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<TargetChanged>, ApiError> {
         let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
         app.commands
@@ -243,13 +271,18 @@ impl TargetsApi {
     }
 
     /// Enable a target (no change when it already is).
-    #[oai(path = "/api/targets/:id/enable", method = "post")]
+    #[oai(
+        path = "/api/targets/:id/enable",
+        method = "post",
+        operation_id = "enableTarget"
+    )]
     async fn enable(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<TargetChanged>, ApiError> {
         let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
         let recorded = app
@@ -272,13 +305,18 @@ impl TargetsApi {
     }
 
     /// Disable a target: it is not used for spin-ups until enabled again.
-    #[oai(path = "/api/targets/:id/disable", method = "post")]
+    #[oai(
+        path = "/api/targets/:id/disable",
+        method = "post",
+        operation_id = "disableTarget"
+    )]
     async fn disable(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         /// Why, recorded in the event and shown as `disabledReason`.
         reason: Query<Option<String>>,
     ) -> Result<Json<TargetChanged>, ApiError> {
@@ -308,13 +346,18 @@ impl TargetsApi {
     /// Check that the target can start agents (for `local`: the program exists and may run).
     /// The result is recorded as a `target.health-checked` event; unhealthy targets are not
     /// used for spin-ups.
-    #[oai(path = "/api/targets/:id/test", method = "post")]
+    #[oai(
+        path = "/api/targets/:id/test",
+        method = "post",
+        operation_id = "testTarget"
+    )]
     async fn test(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<HealthCheckResult>, ApiError> {
         let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
         let outcome = app
@@ -332,13 +375,18 @@ impl TargetsApi {
 
     /// Start an agent on this target now. Answers once the mechanism has answered; the
     /// agent's registration follows (see the spin-up's events).
-    #[oai(path = "/api/targets/:id/spin-up", method = "post")]
+    #[oai(
+        path = "/api/targets/:id/spin-up",
+        method = "post",
+        operation_id = "spinUpTarget"
+    )]
     async fn spin_up(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<SpinUpResponse>, ApiError> {
         let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
         let operation = app
@@ -368,12 +416,17 @@ impl TargetsApi {
     }
 
     /// Disable several targets, by ids/names or by a filter.
-    #[oai(path = "/api/targets/disable-batch", method = "post")]
+    #[oai(
+        path = "/api/targets/disable-batch",
+        method = "post",
+        operation_id = "disableTargets"
+    )]
     async fn disable_batch(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         body: Json<Strict<DisableBatchRequest>>,
     ) -> Result<Json<DisableBatchResponse>, ApiError> {
         let body = body.0 .0;

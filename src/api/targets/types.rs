@@ -56,6 +56,8 @@ pub struct TargetView {
     pub tags: Vec<String>,
     /// How many agents it may run at once.
     pub max_agents: u32,
+    /// Spin-ups on it whose agent has not registered yet (it is `in-use` once one has).
+    pub spin_ups_in_flight: u32,
     pub project_id: String,
 }
 
@@ -95,6 +97,7 @@ impl TargetView {
             use_count: t.use_count,
             tags: t.tags.clone(),
             max_agents: t.max_agents,
+            spin_ups_in_flight: t.spin_ups_in_flight,
             project_id: project.to_string(),
         }
     }
@@ -105,7 +108,11 @@ impl TargetView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckRequest {
     pub enabled: bool,
+    /// At least 1000 (default 300000).
+    #[oai(validator(minimum(value = "1000")))]
     pub interval_ms: Option<u64>,
+    /// At least 100, at most `intervalMs` (default 10000).
+    #[oai(validator(minimum(value = "100")))]
     pub timeout_ms: Option<u64>,
 }
 
@@ -125,22 +132,132 @@ impl From<HealthCheckRequest> for HealthCheckInput {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRegisterRequest {
+    #[oai(validator(
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub name: String,
+    #[oai(validator(max_length = 2048))]
     pub description: Option<String>,
     /// `claude-code`, `copilot-cli`, or another agent type.
+    #[oai(validator(pattern = r"^[a-z0-9-]{1,64}$"))]
     pub agent_type: String,
+    #[oai(validator(
+        min_items = 1,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub capabilities: Vec<String>,
     /// Default: corporate, corporate-adjacent, personal, open-source.
+    #[oai(validator(
+        min_items = 1,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub boundaries: Option<Vec<String>>,
-    /// `ssh`, `github-actions`, `local`, `webhook` or `kubernetes`.
-    pub mechanism: String,
-    pub config: serde_json::Value,
+    /// Deprecated alias of `boundaries`.
+    #[oai(validator(
+        min_items = 1,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
+    pub classifications: Option<Vec<String>>,
+    pub mechanism: MechanismName,
+    /// The mechanism's settings; which are required depends on the mechanism.
+    pub config: std::collections::BTreeMap<String, serde_json::Value>,
     pub health_check: Option<HealthCheckRequest>,
+    #[oai(validator(
+        min_items = 0,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub tags: Option<Vec<String>>,
     /// How many agents it may run at once (default 1).
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub max_agents: Option<i64>,
+    /// `false` registers it disabled (default `true`).
+    pub enabled: Option<bool>,
     /// The project (default `LOOMINAL_PROJECT_ID`).
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
+}
+
+/// The fields of [`TargetRegisterRequest`], as a list, for the original's flat layout.
+const REGISTER_FIELDS: [&str; 13] = [
+    "name",
+    "description",
+    "agentType",
+    "capabilities",
+    "boundaries",
+    "classifications",
+    "mechanism",
+    "config",
+    "healthCheck",
+    "tags",
+    "maxAgents",
+    "enabled",
+    "projectId",
+];
+
+/// A registration body in either layout. The original's clients may leave `config` out and
+/// put the mechanism's settings at the top level (`{"mechanism": "local", "command":
+/// "echo test"}`): those become `config`, and are then checked as settings of the mechanism
+/// like any other, so a genuinely unknown field is still refused.
+pub struct RegisterBody(pub TargetRegisterRequest);
+
+impl poem_openapi::types::Type for RegisterBody {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        TargetRegisterRequest::name()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        TargetRegisterRequest::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        TargetRegisterRequest::register(registry)
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for RegisterBody {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        let mut value = value.unwrap_or_default();
+        if let Some(body) = value.as_object_mut() {
+            if !body.contains_key("config") {
+                let keys: Vec<String> = body
+                    .keys()
+                    .filter(|k| !REGISTER_FIELDS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                let settings: serde_json::Map<String, serde_json::Value> = keys
+                    .into_iter()
+                    .filter_map(|k| body.remove(&k).map(|v| (k, v)))
+                    .collect();
+                body.insert("config".into(), settings.into());
+            }
+        }
+        crate::api::strict::Strict::<TargetRegisterRequest>::parse_from_json(Some(value))
+            .map(|s| RegisterBody(s.0))
+            .map_err(poem_openapi::types::ParseError::propagate)
+    }
 }
 
 /// Fields to change; absent ones stay. `config` is merged key by key (null removes one).
@@ -148,13 +265,35 @@ pub struct TargetRegisterRequest {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetUpdateRequest {
+    #[oai(validator(max_length = 2048))]
     pub description: Option<String>,
+    #[oai(validator(
+        min_items = 1,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub capabilities: Option<Vec<String>>,
+    #[oai(validator(
+        min_items = 1,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub boundaries: Option<Vec<String>>,
-    pub config: Option<serde_json::Value>,
+    /// Settings to change; `null` removes one.
+    pub config: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     pub health_check: Option<HealthCheckRequest>,
+    #[oai(validator(
+        min_items = 0,
+        max_items = 100,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub tags: Option<Vec<String>>,
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub max_agents: Option<i64>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
 }
 
@@ -165,7 +304,11 @@ pub struct TargetList {
     pub count: usize,
     pub total: usize,
     pub has_more: bool,
+    /// Absent (null) on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
+    /// Absent (null) on the first page.
+    #[oai(nullable)]
     pub prev_cursor: Option<String>,
 }
 
@@ -174,7 +317,8 @@ pub struct TargetList {
 pub struct TargetChanged {
     pub success: bool,
     pub message: String,
-    /// The target as it is now (absent after removal).
+    // Undocumented on purpose: a description beside a reference makes generators emit a
+    // second copy of the target model. It is the target as it is now, absent after removal.
     #[oai(skip_serializing_if_is_none)]
     pub target: Option<TargetView>,
 }
@@ -198,6 +342,7 @@ pub struct DisableBatchRequest {
     /// Accepted for compatibility: a disabled target is never used for spin-ups anyway.
     pub prevent_spin_up: Option<bool>,
     pub reason: Option<String>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
 }
 

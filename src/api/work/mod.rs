@@ -22,13 +22,6 @@ pub use types::*;
 
 pub struct WorkApi;
 
-const CANCEL_REASONS: [&str; 4] = [
-    "user-requested",
-    "deadline-passed",
-    "resource-constraint",
-    "system-shutdown",
-];
-
 impl AppState {
     /// Finds a work item by id: in the named project, or in any (ids are unique).
     pub fn find_work(
@@ -98,13 +91,14 @@ pub fn id_for_key(project: &str, key: &str) -> String {
 #[OpenApi(tag = "Tag::Work")]
 impl WorkApi {
     /// Submit work. With an `Idempotency-Key`, repeating the request returns the same item.
-    #[oai(path = "/api/work", method = "post")]
+    #[oai(path = "/api/work", method = "post", operation_id = "submitWork")]
     async fn submit(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         body: Json<Strict<WorkSubmitRequest>>,
     ) -> Result<SubmitResponse, ApiError> {
         let body = body.0 .0;
@@ -129,7 +123,9 @@ impl WorkApi {
             preferred_agent_type: body.preferred_agent_type,
             required_agent_type: body.required_agent_type,
             deadline: body.deadline,
-            context_data: body.context_data,
+            context_data: body
+                .context_data
+                .map(|c| serde_json::Value::Object(c.into_iter().collect())),
             max_attempts: body.max_attempts,
             idempotency_key: key,
         };
@@ -192,7 +188,7 @@ impl WorkApi {
 
     /// List work items, highest priority first, then oldest first.
     #[allow(clippy::too_many_arguments)]
-    #[oai(path = "/api/work", method = "get")]
+    #[oai(path = "/api/work", method = "get", operation_id = "listWork")]
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
@@ -202,9 +198,10 @@ impl WorkApi {
         classification: Query<Option<String>>,
         capability: Query<Option<String>>,
         #[oai(name = "assignedTo")] assigned_to: Query<Option<String>>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
-        limit: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
     ) -> Result<ListResponse, ApiError> {
         let project = app.project(project_id.0.as_deref())?;
         let deprecated = (classification.0.is_some() && boundary.0.is_none())
@@ -260,25 +257,31 @@ impl WorkApi {
     }
 
     /// Get a work item.
-    #[oai(path = "/api/work/:id", method = "get")]
+    #[oai(path = "/api/work/:id", method = "get", operation_id = "getWork")]
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<WorkView>, ApiError> {
         Ok(Json(app.find_work(project_id.0.as_deref(), &id.0)?.1))
     }
 
     /// Cancel a work item; an agent running it is told to stop. Completed work cannot be
     /// cancelled (409); cancelling twice is a no-op.
-    #[oai(path = "/api/work/:id/cancel", method = "post")]
+    #[oai(
+        path = "/api/work/:id/cancel",
+        method = "post",
+        operation_id = "cancelWork"
+    )]
     async fn cancel(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<WorkChanged>, ApiError> {
         let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
         let changed = app
@@ -297,13 +300,18 @@ impl WorkApi {
     }
 
     /// Put a dead-lettered or failed item back in the queue with its attempts reset.
-    #[oai(path = "/api/work/:id/retry", method = "post")]
+    #[oai(
+        path = "/api/work/:id/retry",
+        method = "post",
+        operation_id = "retryWork"
+    )]
     async fn retry(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
     ) -> Result<Json<WorkChanged>, ApiError> {
         let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
         app.commands
@@ -324,27 +332,21 @@ impl WorkApi {
     }
 
     /// Cancel several work items, by id or by filter.
-    #[oai(path = "/api/work/cancel-batch", method = "post")]
+    #[oai(
+        path = "/api/work/cancel-batch",
+        method = "post",
+        operation_id = "cancelWorkBatch"
+    )]
     async fn cancel_batch(
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "projectId")] project_id: Query<Option<String>>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
         body: Json<Strict<CancelBatchRequest>>,
     ) -> Result<Json<CancelBatchResponse>, ApiError> {
         let body = body.0 .0;
         let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
-        if let Some(reason) = &body.reason {
-            if !CANCEL_REASONS.contains(&reason.as_str()) {
-                return Err(ApiError::validation(
-                    "reason",
-                    format!(
-                        "Invalid reason. Must be one of: {}",
-                        CANCEL_REASONS.join(", ")
-                    ),
-                ));
-            }
-        }
         let ids: Vec<String> = match (&body.work_item_ids, &body.filter) {
             (None, None) => {
                 return Err(ApiError::bad_request(
@@ -377,7 +379,12 @@ impl WorkApi {
         let (mut cancelled, mut not_cancellable) = (Vec::new(), Vec::new());
         for id in ids {
             match app
-                .cancel_one(&actor, &project, &id, body.reason.clone())
+                .cancel_one(
+                    &actor,
+                    &project,
+                    &id,
+                    body.reason.map(|r| r.as_str().into()),
+                )
                 .await
             {
                 Ok(_) => {

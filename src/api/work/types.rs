@@ -5,7 +5,7 @@ use poem_openapi::{ApiResponse, Object};
 use projections::{Project, Work, WorkStatus};
 
 use crate::api::batch::BatchOutcome;
-pub use crate::api::names::WorkStatusName;
+pub use crate::api::names::{CancelReason, WorkStatusName};
 use crate::time::rfc3339;
 
 #[derive(Object, Clone, Debug)]
@@ -164,21 +164,35 @@ impl WorkView {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkSubmitRequest {
+    #[oai(validator(max_length = 256, pattern = r"\S"))]
     pub task_id: Option<String>,
+    #[oai(validator(max_length = 100000, pattern = r"\S"))]
     pub description: String,
+    #[oai(validator(max_length = 128, pattern = r"\S"))]
     pub capability: String,
+    #[oai(validator(max_length = 128, pattern = r"\S"))]
     pub boundary: Option<String>,
     /// Deprecated alias of `boundary`.
+    #[oai(validator(max_length = 128, pattern = r"\S"))]
     pub classification: Option<String>,
     /// 1 (lowest) to 10 (highest), default 5.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10")))]
     pub priority: Option<i64>,
+    #[oai(validator(pattern = r"^[a-z0-9-]{1,64}$"))]
     pub preferred_agent_type: Option<String>,
+    #[oai(validator(pattern = r"^[a-z0-9-]{1,64}$"))]
     pub required_agent_type: Option<String>,
-    /// RFC 3339.
+    /// RFC 3339, such as `2026-01-31T12:00:00Z`.
+    #[oai(validator(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    ))]
     pub deadline: Option<String>,
-    pub context_data: Option<serde_json::Value>,
+    /// Any JSON object, handed to the agent as it is.
+    pub context_data: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Attempts before the item is dead-lettered (default 3).
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
     pub max_attempts: Option<i64>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
 }
 
@@ -216,7 +230,11 @@ pub struct WorkList {
     pub count: usize,
     pub total: usize,
     pub has_more: bool,
+    /// Absent (null) on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
+    /// Absent (null) on the first page.
+    #[oai(nullable)]
     pub prev_cursor: Option<String>,
 }
 
@@ -258,10 +276,10 @@ pub struct CancelBatchRequest {
     pub filter: Option<CancelBatchFilter>,
     /// Work item ids (`id`, not `taskId`).
     pub work_item_ids: Option<Vec<String>>,
-    /// user-requested, deadline-passed, resource-constraint or system-shutdown.
-    pub reason: Option<String>,
+    pub reason: Option<CancelReason>,
     /// Accepted for compatibility; cancelled work is not reassigned.
     pub reassign: Option<bool>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
 }
 
