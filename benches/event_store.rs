@@ -1,6 +1,7 @@
 //! The event store next to raw JetStream, in the same run on the same server: appends
-//! (sequential and concurrent, with their optimistic-concurrency checks) and a full replay
-//! into the projections. Prints figures and ratios; asserts nothing.
+//! (sequential, concurrent, atomic batches), a project's writer deciding and committing
+//! concurrent commands in both commit modes, and a full replay into the projections.
+//! Prints figures and ratios; asserts nothing.
 //!
 //!     cargo bench --bench event_store            # 20,000 events
 //!     BENCH_EVENTS=100000 cargo bench --bench event_store
@@ -8,14 +9,15 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, consumer, stream};
-use decide::Expect;
 use events::target::{LocalConfig, MechanismConfig, TargetRegistered};
 use events::{AggregateKind, Envelope, Event, SCHEMA_VERSION};
 use futures::StreamExt;
-use weft::store::{Entry, EventStore};
+use weft::commands::{CommandContext, Commands};
+use weft::store::{CommitMode, EventStore, Fence, Outcome};
 
 fn envelope(i: usize) -> Envelope {
     Envelope {
@@ -47,6 +49,26 @@ fn envelope(i: usize) -> Envelope {
     }
 }
 
+fn submit(i: usize) -> decide::Command {
+    decide::WorkCommand::Submit {
+        id: format!("w{i}-{}", ulid::Ulid::generate()),
+        submission: decide::work::Submission {
+            task_id: None,
+            description: format!("item {i}"),
+            capability: "bench".into(),
+            boundary: "personal".into(),
+            priority: None,
+            preferred_agent_type: None,
+            required_agent_type: None,
+            deadline: None,
+            context_data: None,
+            max_attempts: None,
+            idempotency_key: None,
+        },
+    }
+    .into()
+}
+
 async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
     js.create_stream(stream::Config {
         name: name.into(),
@@ -56,6 +78,33 @@ async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
     })
     .await
     .expect("raw stream")
+}
+
+/// Elects a writer for `project`: the fence its appends carry.
+async fn elect(store: &EventStore, project: &str) -> Fence {
+    let subject = events::subject::writer(project);
+    let mut election = envelope(0);
+    election.project = project.into();
+    election.aggregate = AggregateKind::Writer;
+    election.aggregate_id = events::writer::WRITER_ID.into();
+    election.event = Event::WriterElected(events::writer::WriterElected {
+        instance: "bench".into(),
+    });
+    let expected = Fence {
+        subject: subject.clone(),
+        sequence: 0,
+    };
+    match store
+        .commit(&[vec![election]], &expected, CommitMode::Pipelined)
+        .await
+        .remove(0)
+    {
+        Outcome::Stored(s) => Fence {
+            subject,
+            sequence: s[0],
+        },
+        other => panic!("election: {other:?}"),
+    }
 }
 
 #[tokio::main]
@@ -76,6 +125,7 @@ async fn main() {
         encoded.iter().map(Vec::len).sum::<usize>() / n.max(1),
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
+    let fence = elect(&store, "bench").await;
 
     // Sequential: one round trip per event.
     let half = n / 2;
@@ -100,22 +150,15 @@ async fn main() {
     let mut lat = Vec::with_capacity(half);
     let t = Instant::now();
     for i in 0..half {
-        let e = envelope(i);
         let s = Instant::now();
-        store
-            .append(
-                &[Entry {
-                    envelope: &e,
-                    expect: &Expect::AggregateAt(0),
-                }],
-                None,
-            )
-            .await
-            .expect("append");
+        let outcome = store
+            .commit(&[vec![envelope(i)]], &fence, CommitMode::Pipelined)
+            .await;
+        assert!(matches!(outcome[0], Outcome::Stored(_)), "{outcome:?}");
         lat.push(s.elapsed());
     }
     let store_seq = support::row(
-        "store.append (msg id + expected seq), sequential",
+        "store.commit of one event (fenced), sequential",
         half,
         t.elapsed(),
         &mut lat,
@@ -126,7 +169,7 @@ async fn main() {
         store_seq / raw_seq
     );
 
-    // Concurrent: 128 writers on disjoint aggregates.
+    // The ceilings: 128 concurrent publishers, and atomic batches of 100 one at a time.
     let writers = 128;
     raw_stream(&js, "RAWPAR").await;
     let t = Instant::now();
@@ -159,44 +202,64 @@ async fn main() {
         t.elapsed(),
         &mut [],
     );
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(writers) {
-                let mut e = envelope(i);
-                e.aggregate_id = format!("c{i}");
-                store
-                    .append(
-                        &[Entry {
-                            envelope: &e,
-                            expect: &Expect::AggregateAt(0),
-                        }],
-                        None,
-                    )
-                    .await
-                    .expect("append");
-            }
-        }));
+    let raw_batch = support::raw_atomic_batches(&js, n, 100, &encoded[0]).await;
+
+    // A project's writer: 128 concurrent callers, each command decided, committed in
+    // rounds, folded in and answered.
+    for mode in [CommitMode::Pipelined, CommitMode::Grouped] {
+        let project = format!("{mode:?}").to_lowercase();
+        let projection = weft::projector::start(
+            store.clone(),
+            0,
+            weft::nats::connections(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .expect("projection");
+        let commands = Arc::new(Commands::new(
+            store.clone(),
+            projection,
+            Arc::new(decide::Settings::default()),
+            "bench".into(),
+            mode,
+        ));
+        let ctx = CommandContext {
+            actor: "bench".into(),
+            correlation_id: None,
+            causation_id: None,
+        };
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (commands, ctx, project) = (commands.clone(), ctx.clone(), project.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in (w..n).step_by(writers) {
+                    commands
+                        .execute(&ctx, &project, submit(i))
+                        .await
+                        .expect("recorded");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("caller");
+        }
+        let ours = support::row(
+            &format!("writer: submissions, {writers} callers, {project}"),
+            n,
+            t.elapsed(),
+            &mut [],
+        );
+        println!(
+            "{:<58} {:>10.2}   / raw atomic batches {:.2}\n",
+            "  ratio writer / raw concurrent",
+            ours / raw_par,
+            ours / raw_batch
+        );
     }
-    for task in tasks {
-        task.await.expect("writer");
-    }
-    let store_par = support::row(
-        &format!("store.append, {writers} concurrent writers"),
-        n,
-        t.elapsed(),
-        &mut [],
-    );
-    println!(
-        "{:<58} {:>10.2}\n",
-        "  ratio store / raw",
-        store_par / raw_par
-    );
 
     // Replay: read everything back.
-    let total = half + n;
+    let total = store.last_sequence().await.expect("last") as usize;
     let raw = js.get_stream("RAWPAR").await.expect("stream");
     let t = Instant::now();
     let mut messages = raw
@@ -236,9 +299,14 @@ async fn main() {
         "  ratio replay / raw read",
         replay / raw_read
     );
-    let targets = projection.read(|s| s.projects.values().map(|p| p.targets.len()).sum::<usize>());
+    let (targets, work) = projection.read(|s| {
+        s.projects
+            .values()
+            .map(|p| (p.targets.len(), p.work.len()))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
     println!(
-        "\nprojected {targets} targets at sequence {}",
+        "\nprojected {targets} targets and {work} work items at sequence {}",
         projection.sequence()
     );
 }

@@ -87,6 +87,16 @@ pub struct ServeConfig {
         default_value = "ssh,github-actions,local,webhook,kubernetes"
     )]
     pub mechanisms: String,
+    /// How a project's writer sends a round of commands to the log: `grouped` (whole
+    /// commands packed into atomic batches: one fsync or one consensus round for many),
+    /// `pipelined` (each command at once, many in flight), or `auto`: grouped where every
+    /// write is fsynced or the stream is replicated, pipelined otherwise.
+    #[arg(long, env = "WEFT_COMMIT_MODE", default_value = "auto")]
+    pub commit_mode: String,
+    /// This instance's name in the log's writer elections (default: host name and a
+    /// random suffix, new at every start).
+    #[arg(long, env = "WEFT_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -124,10 +134,39 @@ impl ServeConfig {
         self.timing()
             .check()
             .map_err(|e| format!("WEFT_AGENT_TIMEOUT_MS / WEFT_HEARTBEAT_INTERVAL_MS: {e}"))?;
+        if !["auto", "grouped", "pipelined"].contains(&self.commit_mode.as_str()) {
+            return Err(format!(
+                "WEFT_COMMIT_MODE '{}' must be auto, grouped or pipelined",
+                self.commit_mode
+            ));
+        }
         if !(1..=100).contains(&self.max_attempts) {
             return Err("WEFT_MAX_ATTEMPTS must be between 1 and 100".into());
         }
         Ok(())
+    }
+
+    /// The commit mode; `auto` is settled by whether writes are fsynced one by one (known
+    /// for the embedded server only) and how many replicas the stream has.
+    pub fn commit_mode(&self, stream_replicas: usize) -> crate::store::CommitMode {
+        use crate::store::CommitMode;
+        match self.commit_mode.as_str() {
+            "grouped" => CommitMode::Grouped,
+            "pipelined" => CommitMode::Pipelined,
+            _ if stream_replicas > 1 => CommitMode::Grouped,
+            _ if self.nats_url.is_none() && self.nats_sync == "always" => CommitMode::Grouped,
+            _ => CommitMode::Pipelined,
+        }
+    }
+
+    pub fn instance(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "weft".into());
+            let suffix = ulid::Ulid::generate().to_string();
+            format!("{host}-{}", &suffix[suffix.len() - 6..]).to_lowercase()
+        })
     }
 
     pub fn policy(&self) -> Result<decide::routing::RoutingPolicy, String> {

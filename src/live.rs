@@ -189,7 +189,7 @@ pub fn coordinator_event(
                 "workId": spin_up.and_then(|s| s.work_id.clone()),
             }),
         ),
-        Event::WorkRetried(_) | Event::SpinUpStopped(_) => return None,
+        Event::WorkRetried(_) | Event::SpinUpStopped(_) | Event::WriterElected(_) => return None,
     };
     if let Value::Object(fields) = &mut data {
         let mut full = Map::new();
@@ -288,50 +288,33 @@ pub struct ProjectCounts {
 
 /// Counted correctly, unlike the original: every agent (not only those with capability
 /// `general`), disabled targets too; failed includes dead-lettered and cancelled.
+/// Read from the projections' counters: the same cost however much the project holds.
 pub fn project_counts(p: &Project) -> ProjectCounts {
-    let mut c = ProjectCounts {
+    let work = |statuses: &[WorkStatus]| statuses.iter().map(|s| p.work.count(*s)).sum();
+    let collect = |counts: &mut dyn Iterator<Item = (&str, usize)>| {
+        counts
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_string(), n))
+            .collect()
+    };
+    ProjectCounts {
         agents_total: p.agents.len(),
-        agents_by_type: Default::default(),
-        agents_by_status: Default::default(),
-        pending: 0,
-        active: 0,
-        completed: 0,
-        failed: 0,
+        agents_by_type: collect(&mut p.agents.count_by_type()),
+        agents_by_status: collect(&mut p.agents.count_by_shown_status()),
+        pending: work(&[WorkStatus::Pending]),
+        active: work(&[WorkStatus::Assigned, WorkStatus::InProgress]),
+        completed: work(&[WorkStatus::Completed]),
+        failed: work(&[
+            WorkStatus::Failed,
+            WorkStatus::Cancelled,
+            WorkStatus::DeadLettered,
+        ]),
         targets_total: p.targets.len(),
-        targets_available: 0,
-        targets_in_use: 0,
-        targets_disabled: 0,
+        targets_available: p.targets.count(TargetStatus::Available),
+        targets_in_use: p.targets.count(TargetStatus::InUse),
+        targets_disabled: p.targets.count(TargetStatus::Disabled),
         last_activity_ms: p.last_event_ms,
-    };
-    let bump = |m: &mut std::collections::BTreeMap<String, usize>, k: &str| {
-        *m.entry(k.to_string()).or_default() += 1;
-    };
-    for a in p.agents.iter() {
-        bump(&mut c.agents_by_type, &a.agent_type);
-        let status = match a.status {
-            projections::AgentStatus::Offline => "offline",
-            projections::AgentStatus::Online if a.free_slots() == 0 => "busy",
-            projections::AgentStatus::Online => "online",
-        };
-        bump(&mut c.agents_by_status, status);
     }
-    for w in p.work.iter() {
-        match w.status {
-            WorkStatus::Pending => c.pending += 1,
-            WorkStatus::Assigned | WorkStatus::InProgress => c.active += 1,
-            WorkStatus::Completed => c.completed += 1,
-            WorkStatus::Failed | WorkStatus::Cancelled | WorkStatus::DeadLettered => c.failed += 1,
-        }
-    }
-    for t in p.targets.iter() {
-        match t.status {
-            TargetStatus::Available => c.targets_available += 1,
-            TargetStatus::InUse => c.targets_in_use += 1,
-            TargetStatus::Disabled => c.targets_disabled += 1,
-            TargetStatus::Error => {}
-        }
-    }
-    c
 }
 
 #[cfg(test)]

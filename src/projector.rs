@@ -4,6 +4,7 @@
 //! each new event as it is appended. It is the same fold both times, so a replay from zero
 //! and the live state are identical (compare [`projections::State::digest`]).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,16 +23,60 @@ pub type Applied = Arc<(u64, events::Envelope)>;
 const LIVE_BUFFER: usize = 8192;
 
 pub struct Projection {
-    state: RwLock<State>,
+    inner: RwLock<Inner>,
     applied: watch::Sender<u64>,
     live: tokio::sync::broadcast::Sender<Applied>,
 }
+
+struct Inner {
+    state: State,
+    /// Events a writer of this process committed ahead of others not yet folded in (another
+    /// project's, whose acknowledgement is still on its way): folded in when their turn comes.
+    waiting: BTreeMap<u64, events::Envelope>,
+}
+
+impl Inner {
+    /// Folds in `envelope` (or only advances the position, for an event this binary cannot
+    /// read: it stays in the log for a newer binary), then whatever was waiting for it.
+    fn fold(&mut self, sequence: u64, envelope: Option<&events::Envelope>, live: &Live) {
+        match envelope {
+            Some(envelope) => {
+                self.state.apply(sequence, envelope);
+                // Sent under the lock, so live readers see events in sequence order. Not
+                // copied when nobody listens (a replay at start).
+                if live.receiver_count() > 0 {
+                    let _ = live.send(Arc::new((sequence, envelope.clone())));
+                }
+            }
+            None => self.state.sequence = self.state.sequence.max(sequence),
+        }
+        while let Some(entry) = self.waiting.first_entry() {
+            let next = *entry.key();
+            if next <= self.state.sequence {
+                entry.remove();
+            } else if next == self.state.sequence + 1 {
+                let envelope = entry.remove();
+                self.state.apply(next, &envelope);
+                if live.receiver_count() > 0 {
+                    let _ = live.send(Arc::new((next, envelope)));
+                }
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+type Live = tokio::sync::broadcast::Sender<Applied>;
 
 impl Projection {
     fn new(state: State) -> Arc<Self> {
         let (applied, _) = watch::channel(state.sequence);
         Arc::new(Self {
-            state: RwLock::new(state),
+            inner: RwLock::new(Inner {
+                state,
+                waiting: BTreeMap::new(),
+            }),
             applied,
             live: tokio::sync::broadcast::channel(LIVE_BUFFER).0,
         })
@@ -39,11 +84,11 @@ impl Projection {
 
     /// Runs `f` on the current state. Keep it short: the fold waits meanwhile.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        let state = self
-            .state
+        let inner = self
+            .inner
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&state)
+        f(&inner.state)
     }
 
     /// Every event from now on, in sequence order, after it is folded in.
@@ -69,46 +114,38 @@ impl Projection {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Waits for the next event to be folded in, or `timeout`.
-    pub async fn wait_for_change(&self, timeout: Duration) {
-        let mut rx = self.applied.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.changed()).await;
-    }
-
-    /// Folds in an event this process just appended, if it is the very next one; the
-    /// consumer will skip it. Saves waiting for the consumer to deliver our own write back.
-    /// Returns false when other events come first (the consumer will apply them in order).
-    pub fn apply_if_next(&self, sequence: u64, envelope: &events::Envelope) -> bool {
-        {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            if state.sequence + 1 != sequence {
-                return false;
-            }
-            state.apply(sequence, envelope);
-            // Sent under the lock, so live readers see events in sequence order.
-            let _ = self.live.send(Arc::new((sequence, envelope.clone())));
-        }
-        self.applied.send_replace(sequence);
-        true
-    }
-
-    fn apply(&self, sequence: u64, envelope: Option<&events::Envelope>) {
-        {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            if sequence <= state.sequence {
-                // Already folded in by `apply_if_next`.
-                return;
-            }
-            match envelope {
-                Some(envelope) => {
-                    state.apply(sequence, envelope);
-                    let _ = self.live.send(Arc::new((sequence, envelope.clone())));
+    /// Folds in events a writer of this process just committed, as soon as every event
+    /// before them is in; the consumer skips them when it delivers them back. Saves the
+    /// writer waiting for its own writes to come back before it answers.
+    pub fn apply_committed(&self, committed: impl IntoIterator<Item = (u64, events::Envelope)>) {
+        let sequence = {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            for (sequence, envelope) in committed {
+                if sequence > inner.state.sequence {
+                    inner.waiting.insert(sequence, envelope);
                 }
-                // An event this binary cannot read still advances the position, so the
-                // fold does not stall on it; it stays in the log for a newer binary.
-                None => state.sequence = state.sequence.max(sequence),
             }
-        }
+            let next = inner.state.sequence + 1;
+            if let Some(envelope) = inner.waiting.remove(&next) {
+                inner.fold(next, Some(&envelope), &self.live);
+            }
+            inner.state.sequence
+        };
+        self.applied.send_replace(sequence);
+    }
+
+    /// Folds in events as the log delivers them, in sequence order, under one lock.
+    fn apply_delivered(&self, delivered: Vec<(u64, Option<events::Envelope>)>) {
+        let sequence = {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            for (sequence, envelope) in delivered {
+                // Already folded in by `apply_committed` when not after the state.
+                if sequence > inner.state.sequence {
+                    inner.fold(sequence, envelope.as_ref(), &self.live);
+                }
+            }
+            inner.state.sequence
+        };
         self.applied.send_replace(sequence);
     }
 }
@@ -167,6 +204,12 @@ pub async fn start(
     Ok(projection)
 }
 
+/// Most events folded in under one lock.
+const DELIVERY_BATCH: usize = 1024;
+
+/// Events as delivered, decoded (`None`: this binary cannot read it).
+type Delivered = Vec<(u64, Option<events::Envelope>)>;
+
 async fn follow(
     store: EventStore,
     projection: Arc<Projection>,
@@ -180,40 +223,29 @@ async fn follow(
     loop {
         let start = projection.sequence() + 1;
         match store.follow(start, events::subject::ALL).await {
-            Ok(mut messages) => {
+            Ok(messages) => {
                 backoff = Duration::from_millis(100);
+                // Decoding in a task of its own and folding here, so a replay uses two cores.
+                let (deliver, mut delivered) = tokio::sync::mpsc::channel::<Delivered>(16);
+                let decoder = tokio::spawn(decode(messages, projection.clone(), deliver));
                 loop {
-                    let message = tokio::select! {
-                        message = messages.next() => message,
-                        _ = shutdown.cancelled() => return,
+                    let batch = tokio::select! {
+                        batch = delivered.recv() => batch,
+                        _ = shutdown.cancelled() => {
+                            decoder.abort();
+                            return;
+                        }
                         Ok(()) = connections.changed() => {
                             tracing::info!(from = projection.sequence() + 1, "resuming the event log after reconnecting");
-                            break;
+                            None
                         }
                     };
-                    let message = match message {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            tracing::warn!("event log subscription interrupted: {e}");
-                            break;
-                        }
-                        None => break,
+                    let Some(batch) = batch else {
+                        decoder.abort();
+                        break;
                     };
-                    let Ok(info) = message.info() else { continue };
-                    let sequence = info.stream_sequence;
-                    if sequence <= projection.sequence() {
-                        continue;
-                    }
-                    match migrations::decode(&message.payload) {
-                        Ok(envelope) => projection.apply(sequence, Some(&envelope)),
-                        Err(e) => {
-                            tracing::error!(
-                                sequence,
-                                "skipping an event this binary cannot read: {e}"
-                            );
-                            projection.apply(sequence, None);
-                        }
-                    }
+                    projection.apply_delivered(batch);
+                    let sequence = projection.sequence();
                     let idle = saving.as_ref().is_none_or(|h| h.is_finished());
                     if snapshot_every > 0 && sequence - last_snapshot >= snapshot_every && idle {
                         last_snapshot = sequence;
@@ -239,5 +271,61 @@ async fn follow(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Decodes what the consumer delivers, in batches of whatever has arrived, until the
+/// consumer ends or fails (the caller then resumes on a new one).
+async fn decode(
+    mut messages: async_nats::jetstream::consumer::pull::Ordered,
+    projection: Arc<Projection>,
+    deliver: tokio::sync::mpsc::Sender<Delivered>,
+) {
+    use futures::FutureExt;
+    let mut ended = false;
+    while !ended {
+        let mut batch = Delivered::new();
+        let mut next = messages.next().await;
+        loop {
+            match next {
+                Some(Ok(message)) => {
+                    // Folded in already when not after the projection (a writer of this
+                    // process committed it).
+                    let sequence = message.info().map_or(0, |i| i.stream_sequence);
+                    if sequence > projection.sequence() {
+                        let envelope = match migrations::decode(&message.payload) {
+                            Ok(envelope) => Some(envelope),
+                            Err(e) => {
+                                tracing::error!(
+                                    sequence,
+                                    "skipping an event this binary cannot read: {e}"
+                                );
+                                None
+                            }
+                        };
+                        batch.push((sequence, envelope));
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("event log subscription interrupted: {e}");
+                    ended = true;
+                    break;
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+            if batch.len() >= DELIVERY_BATCH {
+                break;
+            }
+            match messages.next().now_or_never() {
+                Some(more) => next = more,
+                None => break,
+            }
+        }
+        if !batch.is_empty() && deliver.send(batch).await.is_err() {
+            return;
+        }
     }
 }

@@ -95,7 +95,17 @@ async fn serve(
         p = crate::projector::start(store.clone(), config.snapshot_every, connections.clone(), shutdown.clone()) => p.map_err(|e| e.to_string())?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let commands = Arc::new(Commands::new(store.clone(), projection, Arc::new(settings)));
+    let replicas = store.replicas().await.map_err(|e| e.to_string())?;
+    let mode = config.commit_mode(replicas);
+    let instance = config.instance();
+    tracing::info!(instance, ?mode, replicas, "writing to the event log");
+    let commands = Arc::new(Commands::new(
+        store.clone(),
+        projection,
+        Arc::new(settings),
+        instance,
+        mode,
+    ));
     let coordinator = Coordinator::new(
         commands.clone(),
         client.clone(),

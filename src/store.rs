@@ -1,8 +1,7 @@
-//! The event store: appends to the `WEFT_EVENTS` stream with optimistic concurrency and
-//! deduplication, reads of the log for audit, and projection snapshots in KV.
+//! The event store: a writer's commits to the `WEFT_EVENTS` stream (each command's events
+//! all or none, every append fenced by the writer's election), reads of the log for audit,
+//! and projection snapshots in KV.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -11,56 +10,66 @@ use async_nats::jetstream::{
     kv,
 };
 use async_nats::HeaderMap;
-use decide::Expect;
 use events::Envelope;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Appended {
-    pub sequence: u64,
-    /// The message id was seen within the dedupe window: nothing new was stored and
-    /// `sequence` is the original's.
-    pub duplicate: bool,
-}
-
 /// Why the log did not take an append.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// An expectation failed: the log moved on since the decision was made.
-    #[error("the log moved on since the decision was made")]
+    /// An expectation failed: another writer was elected, or (for an election) someone
+    /// else was elected first.
+    #[error("the log refused the append: another writer was elected")]
     Conflict,
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
 }
 
-/// One event to append, with what the log must look like for it to go in.
-pub struct Entry<'a> {
-    pub envelope: &'a Envelope,
-    pub expect: &'a Expect,
+/// What every append of a project's writer expects: the project's writer subject still at
+/// the sequence of the writer's own election. A writer replaced since cannot append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub subject: String,
+    pub sequence: u64,
 }
 
-fn expectation_headers(headers: &mut HeaderMap, project: &str, expect: &Expect) {
-    let (sequence, scope) = match expect {
-        Expect::AggregateAt(seq) => (*seq, None),
-        Expect::ScopeAt { kind, sequence } => (
-            *sequence,
-            Some(events::subject::kind_in_project(project, *kind)),
-        ),
-        // Inside a batch the server refuses an expectation on a subject an earlier message
-        // of the batch writes; the batch is atomic, so none is needed.
-        Expect::FollowsPrevious => return,
-    };
+/// How a writer's round of commands goes to the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Each command as soon as it is decided, many in flight at once: a single event is a
+    /// plain publish, several are one atomic batch. For a single server with default sync.
+    Pipelined,
+    /// Whole commands packed into atomic batches, one in flight at a time: one fsync or one
+    /// consensus round for many commands (fsync on every write, or a replicated stream,
+    /// which admits one expectation on a subject in flight at a time).
+    Grouped,
+}
+
+/// What became of one command's events.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored at these sequences.
+    Stored(Vec<u64>),
+    /// Refused by the fence: nothing stored.
+    Refused,
+    /// Not sent, because something before it failed: nothing stored.
+    NotSent,
+    /// Sent, and no answer came: it may or may not be stored.
+    Unknown(String),
+}
+
+/// The largest atomic batch the server takes (its default `max_msgs`).
+pub const MAX_BATCH: usize = 1000;
+
+fn fence_headers(headers: &mut HeaderMap, fence: &Fence) {
     headers.insert(
         async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-        sequence.to_string().as_str(),
+        fence.sequence.to_string().as_str(),
     );
-    if let Some(scope) = scope {
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence-Subject",
-            scope.as_str(),
-        );
-    }
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence-Subject",
+        fence.subject.as_str(),
+    );
 }
 
 /// A failed expectation comes back as 10071 (with the sequence found) or, inside atomic
@@ -76,15 +85,95 @@ fn is_conflict(e: &PublishError) -> bool {
             })
 }
 
-fn publish_error(e: PublishError) -> StoreError {
+fn outcome_of_error(e: PublishError) -> Outcome {
     if is_conflict(&e) {
-        StoreError::Conflict
-    } else if e.kind() == PublishErrorKind::TimedOut {
-        StoreError::Unavailable(
-            "no acknowledgement from NATS in time: the change may or may not have been recorded; read before retrying".into(),
-        )
+        Outcome::Refused
     } else {
-        StoreError::Unavailable(e.to_string())
+        Outcome::Unknown(e.to_string())
+    }
+}
+
+/// A round sent to the log, its acknowledgements on their way.
+pub struct Sent {
+    acks: Acks,
+    started: std::time::Instant,
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+enum Acks {
+    /// Each command on its own.
+    PerCommand(Vec<Result<Pending, Outcome>>),
+    /// The whole round in one batch, and how many events each command has in it.
+    Group(Result<Pending, Outcome>, Vec<usize>),
+}
+
+impl Sent {
+    fn new(store: &EventStore, started: std::time::Instant, acks: Acks) -> Self {
+        Sent {
+            acks,
+            started,
+            commit_seconds: store.commit_seconds.clone(),
+        }
+    }
+
+    /// What became of each command of the round, in order.
+    pub async fn outcomes(self) -> Vec<Outcome> {
+        let outcomes = match self.acks {
+            Acks::PerCommand(pending) => {
+                let mut outcomes = Vec::with_capacity(pending.len());
+                for p in pending {
+                    outcomes.push(match p {
+                        Ok(p) => p.outcome().await,
+                        Err(o) => o,
+                    });
+                }
+                outcomes
+            }
+            Acks::Group(pending, sizes) => {
+                let outcome = match pending {
+                    Ok(p) => p.outcome().await,
+                    Err(o) => o,
+                };
+                match outcome {
+                    Outcome::Stored(sequences) => {
+                        let mut sequences = sequences.into_iter();
+                        sizes
+                            .iter()
+                            .map(|n| Outcome::Stored(sequences.by_ref().take(*n).collect()))
+                            .collect()
+                    }
+                    failure => sizes
+                        .iter()
+                        .map(|_| match &failure {
+                            Outcome::Refused => Outcome::Refused,
+                            Outcome::Unknown(why) => Outcome::Unknown(why.clone()),
+                            _ => Outcome::NotSent,
+                        })
+                        .collect(),
+                }
+            }
+        };
+        self.commit_seconds
+            .observe(self.started.elapsed().as_secs_f64());
+        outcomes
+    }
+}
+
+/// An acknowledgement on its way: of one message, or of an atomic batch of `count`.
+struct Pending {
+    ack: jetstream::context::PublishAckFuture,
+    count: usize,
+}
+
+impl Pending {
+    async fn outcome(self) -> Outcome {
+        match self.ack.await {
+            Ok(ack) => {
+                let first = (ack.sequence + 1).saturating_sub(self.count as u64);
+                Outcome::Stored((first..=ack.sequence).collect())
+            }
+            Err(e) => outcome_of_error(e),
+        }
     }
 }
 
@@ -92,45 +181,8 @@ fn publish_error(e: PublishError) -> StoreError {
 pub struct EventStore {
     client: async_nats::Client,
     js: jetstream::Context,
-    pub append_latency: Arc<Histogram>,
-}
-
-/// Upper bounds (seconds) of the append latency histogram's buckets.
-pub const APPEND_BUCKETS: [f64; 10] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
-
-/// A Prometheus-style cumulative histogram, updated without locks.
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; APPEND_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, seconds: f64) {
-        for (bound, bucket) in APPEND_BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    /// (cumulative bucket counts, count, sum in seconds)
-    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
-        (
-            self.buckets
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .collect(),
-            self.count.load(Ordering::Relaxed),
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        )
-    }
+    /// How long commits take, answered or not.
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// Largest value we put in one KV entry; the server's default max payload is 1 MiB.
@@ -149,7 +201,7 @@ impl EventStore {
         Self {
             js: jetstream::new(client.clone()),
             client,
-            append_latency: Arc::default(),
+            commit_seconds: crate::metrics::latency_histogram(),
         }
     }
 
@@ -157,76 +209,101 @@ impl EventStore {
         &self.js
     }
 
-    /// Appends the events of one command: all of them, or none. One event is one publish;
-    /// several are one atomic batch, whose commit checks every expectation at once.
-    /// `message_id` (single events only) defaults to the event id.
-    pub async fn append(
+    /// Commits a writer's round: each command's events land all or none, in order, every
+    /// append fenced. One outcome per command.
+    pub async fn commit(
         &self,
-        entries: &[Entry<'_>],
-        message_id: Option<&str>,
-    ) -> Result<Vec<Appended>, StoreError> {
+        commands: &[Vec<Envelope>],
+        fence: &Fence,
+        mode: CommitMode,
+    ) -> Vec<Outcome> {
+        self.send(commands, fence, mode).await.outcomes().await
+    }
+
+    /// Sends a round without waiting for its acknowledgements, so a writer can decide and
+    /// send the next round meanwhile: rounds sent on one connection are stored in the order
+    /// they were sent. In [`CommitMode::Grouped`] the round is one atomic batch (the writer
+    /// keeps it within [`MAX_BATCH`] events).
+    pub async fn send(&self, commands: &[Vec<Envelope>], fence: &Fence, mode: CommitMode) -> Sent {
+        let started = std::time::Instant::now();
+        let sizes: Vec<usize> = commands.iter().map(Vec::len).collect();
         // The client buffers publishes while disconnected and sends them after reconnecting,
         // so an append "failed" by timeout could still land later. Refuse up front instead.
         if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(StoreError::Unavailable("not connected to NATS".into()));
+            let pending = commands.iter().map(|_| Err(Outcome::NotSent)).collect();
+            return Sent::new(self, started, Acks::PerCommand(pending));
         }
-        let started = std::time::Instant::now();
-        let outcome = match entries {
-            [] => Ok(vec![]),
-            [one] => self.append_one(one, message_id).await.map(|a| vec![a]),
-            many => self.append_batch(many).await,
+        let acks = match mode {
+            CommitMode::Pipelined => {
+                let mut pending = Vec::with_capacity(commands.len());
+                let mut failed = false;
+                for events in commands {
+                    if failed {
+                        pending.push(Err(Outcome::NotSent));
+                        continue;
+                    }
+                    let refs: Vec<&Envelope> = events.iter().collect();
+                    let sent = self.publish(&refs, fence).await;
+                    failed = sent.is_err();
+                    pending.push(sent);
+                }
+                Acks::PerCommand(pending)
+            }
+            CommitMode::Grouped => {
+                let all: Vec<&Envelope> = commands.iter().flatten().collect();
+                Acks::Group(self.publish(&all, fence).await, sizes)
+            }
         };
-        self.append_latency.observe(started.elapsed().as_secs_f64());
-        outcome
+        Sent::new(self, started, acks)
     }
 
-    async fn append_one(
-        &self,
-        entry: &Entry<'_>,
-        message_id: Option<&str>,
-    ) -> Result<Appended, StoreError> {
+    /// One message, or an atomic batch of several; nothing to send is stored at once.
+    async fn publish(&self, envelopes: &[&Envelope], fence: &Fence) -> Result<Pending, Outcome> {
+        match envelopes {
+            [] => Err(Outcome::Stored(vec![])),
+            [one] => self.publish_one(one, fence).await,
+            many => self.publish_batch(many, fence).await,
+        }
+    }
+
+    async fn publish_one(&self, envelope: &Envelope, fence: &Fence) -> Result<Pending, Outcome> {
+        // No message id: the fence already refuses a stale writer's retry, and an
+        // unanswered append is looked for in the log by its envelope id.
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            message_id.unwrap_or(&entry.envelope.id),
-        );
-        expectation_headers(&mut headers, &entry.envelope.project, entry.expect);
+        fence_headers(&mut headers, fence);
         let ack = self
             .js
-            .publish_with_headers(
-                entry.envelope.subject(),
-                headers,
-                entry.envelope.encode().into(),
-            )
+            .publish_with_headers(envelope.subject(), headers, envelope.encode().into())
             .await
-            .map_err(publish_error)?
-            .await
-            .map_err(publish_error)?;
-        Ok(Appended {
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+            .map_err(outcome_of_error)?;
+        Ok(Pending { ack, count: 1 })
     }
 
     /// An atomic batch: every message but the last is a plain publish that the server
     /// stages; the last commits, and its acknowledgement names the last sequence. The
-    /// batch's messages are stored contiguously.
-    async fn append_batch(&self, entries: &[Entry<'_>]) -> Result<Vec<Appended>, StoreError> {
+    /// batch's messages are stored contiguously, and its first carries the fence.
+    async fn publish_batch(
+        &self,
+        envelopes: &[&Envelope],
+        fence: &Fence,
+    ) -> Result<Pending, Outcome> {
         use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
         let batch = ulid::Ulid::generate().to_string();
-        let last = entries.len() - 1;
-        for (i, entry) in entries.iter().enumerate() {
+        let last = envelopes.len() - 1;
+        for (i, envelope) in envelopes.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_BATCH_ID, batch.as_str());
             headers.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
-            expectation_headers(&mut headers, &entry.envelope.project, entry.expect);
-            let subject = entry.envelope.subject();
-            let payload = entry.envelope.encode().into();
+            if i == 0 {
+                fence_headers(&mut headers, fence);
+            }
+            let subject = envelope.subject();
+            let payload = envelope.encode().into();
             if i < last {
                 self.client
                     .publish_with_headers(subject, headers, payload)
                     .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    .map_err(|e| Outcome::Unknown(e.to_string()))?;
                 continue;
             }
             headers.insert(NATS_BATCH_COMMIT, "1");
@@ -234,18 +311,13 @@ impl EventStore {
                 .js
                 .publish_with_headers(subject, headers, payload)
                 .await
-                .map_err(publish_error)?
-                .await
-                .map_err(publish_error)?;
-            let first = ack.sequence + 1 - entries.len() as u64;
-            return Ok((0..entries.len() as u64)
-                .map(|i| Appended {
-                    sequence: first + i,
-                    duplicate: false,
-                })
-                .collect());
+                .map_err(outcome_of_error)?;
+            return Ok(Pending {
+                ack,
+                count: envelopes.len(),
+            });
         }
-        Ok(vec![])
+        Err(Outcome::Stored(vec![]))
     }
 
     /// Sequence of the newest event in the log (0 when empty).
@@ -260,6 +332,20 @@ impl EventStore {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(info.state.last_sequence)
+    }
+
+    /// How many replicas the event stream has.
+    pub async fn replicas(&self) -> Result<usize, StoreError> {
+        let mut stream = self
+            .js
+            .get_stream(events::STREAM)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(info.config.num_replicas.max(1))
     }
 
     /// An ordered consumer over the log from `start` (inclusive), for folding.

@@ -1,5 +1,5 @@
 //! Migrations against a real nats-server: idempotent, recorded, and a newer schema is
-//! refused. Also pins the server behaviour our name uniqueness relies on.
+//! refused.
 
 mod common;
 
@@ -82,81 +82,6 @@ fn a_newer_schema_on_the_server_is_refused() {
         stderr.contains("schema v99") && stderr.contains("newer weft"),
         "{stderr}"
     );
-}
-
-/// Unique names rest on the server rejecting an append when anything matching a wildcard
-/// subject was written since the sequence we decided on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scope_expectations_reject_writes_anywhere_in_the_scope() {
-    use decide::Expect;
-    use weft::store::{Entry, EventStore, StoreError};
-    let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    migrations::apply(&client, "test").await.expect("migrate");
-    let store = EventStore::new(client);
-    let event = |id: &str| events::Envelope {
-        id: ulid::Ulid::generate().to_string(),
-        project: "p".into(),
-        aggregate: events::AggregateKind::Target,
-        aggregate_id: id.into(),
-        schema_version: events::SCHEMA_VERSION,
-        time_ms: 1,
-        actor: "test".into(),
-        correlation_id: None,
-        causation_id: None,
-        event: events::Event::TargetRemoved(Default::default()),
-    };
-    let scope = |sequence| Expect::ScopeAt {
-        kind: events::AggregateKind::Target,
-        sequence,
-    };
-    let append = |envelope: events::Envelope, expect: Expect| {
-        let store = store.clone();
-        async move {
-            store
-                .append(
-                    &[Entry {
-                        envelope: &envelope,
-                        expect: &expect,
-                    }],
-                    None,
-                )
-                .await
-                .map(|a| a[0])
-        }
-    };
-    let a = append(event("a"), scope(0)).await.expect("first write");
-    // Decided before `a` was written, about another aggregate of the same scope: refused.
-    assert!(matches!(
-        append(event("b"), scope(0)).await,
-        Err(StoreError::Conflict)
-    ));
-    append(event("b"), scope(a.sequence))
-        .await
-        .expect("decided after a");
-    // Another project is another scope.
-    let mut other = event("c");
-    other.project = "q".into();
-    append(other, scope(0)).await.expect("other project");
-    // Per aggregate.
-    assert!(matches!(
-        append(event("a"), Expect::AggregateAt(0)).await,
-        Err(StoreError::Conflict)
-    ));
-    // The server checks the expectation before the message id: a retry of an append that
-    // already landed is a conflict (so the command is decided again against the state that
-    // includes it), not a silent duplicate.
-    let once = event("z");
-    let first = Expect::AggregateAt(0);
-    let entry = [Entry {
-        envelope: &once,
-        expect: &first,
-    }];
-    store.append(&entry, Some("key-1")).await.expect("first");
-    assert!(matches!(
-        store.append(&entry, Some("key-1")).await,
-        Err(StoreError::Conflict)
-    ));
 }
 
 #[test]

@@ -315,7 +315,7 @@ async fn projects_are_separate_tenants() {
     ))))
     .await;
     assert_eq!((status, &found["projectId"]), (200, &json!("work")));
-    let (_, events) = call(http.get(weft.url("/api/events?projectId=work"))).await;
+    let (_, events) = call(http.get(weft.url("/api/events?projectId=work&aggregate=target"))).await;
     assert_eq!(events["count"], 1);
     let (status, _) = call(http.get(weft.url("/api/targets?projectId=a.b"))).await;
     assert_eq!(status, 400);

@@ -144,11 +144,72 @@ pub async fn raw_appends(js: &jetstream::Context, n: usize, payload: &[u8]) -> (
     (sequential, concurrent)
 }
 
+/// Raw atomic batches of `size` messages, one batch in flight at a time, on a scratch
+/// stream that allows them: the ceiling of a grouped commit. Returns messages per second.
+pub async fn raw_atomic_batches(
+    js: &jetstream::Context,
+    n: usize,
+    size: usize,
+    payload: &[u8],
+) -> f64 {
+    use async_nats::header::{NATS_BATCH_COMMIT, NATS_BATCH_ID, NATS_BATCH_SEQUENCE};
+    let name = format!("RAWBATCH{}", free_port());
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{}.>", name.to_lowercase())],
+        storage: stream::StorageType::File,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await
+    .expect("raw batch stream");
+    let prefix = name.to_lowercase();
+    let client = js.client();
+    let t = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let count = size.min(n - sent);
+        let batch = format!("b{sent}");
+        for i in 0..count {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(NATS_BATCH_ID, batch.as_str());
+            headers.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            let subject = format!("{prefix}.b{}", sent + i);
+            if i + 1 < count {
+                client
+                    .publish_with_headers(subject, headers, payload.to_vec().into())
+                    .await
+                    .expect("publish");
+            } else {
+                headers.insert(NATS_BATCH_COMMIT, "1");
+                js.publish_with_headers(subject, headers, payload.to_vec().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("batch ack");
+            }
+        }
+        sent += count;
+    }
+    row(
+        &format!("raw JetStream atomic batches of {size}, one in flight"),
+        n,
+        t.elapsed(),
+        &mut [],
+    )
+}
+
 /// A `weft serve` of its own, on a free loopback port; stopped when dropped.
 pub struct WeftProcess {
     pub port: u16,
     pub base: String,
     child: std::process::Child,
+}
+
+impl WeftProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for WeftProcess {

@@ -76,10 +76,8 @@ pub fn decide(
             now_ms,
         } => {
             validate_registration(agent_id, registration)?;
-            let version = project.agents.get(agent_id).map_or(0, |a| a.version);
-            let mut decisions = vec![Decision::next(
+            let mut decisions = vec![Decision::new(
                 agent_id,
-                version,
                 Event::AgentRegistered(registration.clone()),
             )];
             // A spin-up still waiting for its agent completes now; a fast agent may register
@@ -90,9 +88,8 @@ pub fn decide(
                 .and_then(|id| project.spin_ups.get(id))
                 .filter(|s| s.status.is_in_flight())
             {
-                decisions.push(Decision::next(
+                decisions.push(Decision::new(
                     &spin_up.id,
-                    spin_up.version,
                     Event::SpinUpCompleted(SpinUpCompleted {
                         agent_id: agent_id.clone(),
                         duration_ms: now_ms.saturating_sub(spin_up.triggered_at_ms),
@@ -128,9 +125,8 @@ pub fn decide(
                     )
                 })
                 .collect();
-            decisions.push(Decision::next(
+            decisions.push(Decision::new(
                 agent_id,
-                agent.version,
                 Event::AgentWentOffline(AgentWentOffline {
                     reason: reason.clone(),
                     freed: vec![],
@@ -155,9 +151,8 @@ pub fn decide(
             if agent.shutdown_requested.is_some() {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 agent_id,
-                agent.version,
                 Event::AgentShutdownRequested(AgentShutdownRequested {
                     reason: reason.clone(),
                     graceful: *graceful,

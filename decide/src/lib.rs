@@ -10,7 +10,9 @@
 //! The read model a decision sees is folded by `projections`; a decider's `evolve` is that
 //! fold. A command that touches several aggregates yields one decision per aggregate, and
 //! the event store commits a command's decisions atomically (one atomic batch), so no
-//! reader ever sees half of a command.
+//! reader ever sees half of a command. Decisions carry no expectations about the log: one
+//! writer per project decides every command in order against the state it alone changes,
+//! and the log refuses that writer's appends once another has been elected.
 
 pub mod agent;
 mod rejection;
@@ -22,7 +24,7 @@ pub mod target;
 mod testing;
 pub mod work;
 
-use events::{AggregateKind, Event};
+use events::Event;
 use projections::Project;
 
 pub use agent::AgentCommand;
@@ -31,34 +33,18 @@ pub use spin_up::SpinUpCommand;
 pub use target::TargetCommand;
 pub use work::WorkCommand;
 
-/// What the log must look like for a decision's event to be appended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// The aggregate's last event is at this stream sequence (0: it has none yet).
-    AggregateAt(u64),
-    /// The last event of any aggregate of `kind` in the project is at `sequence`: for
-    /// decisions that span aggregates, such as unique names within a project.
-    ScopeAt { kind: AggregateKind, sequence: u64 },
-    /// An earlier decision of the same command is on this aggregate: the command's
-    /// decisions are committed together, so this one follows that one or neither lands.
-    FollowsPrevious,
-}
-
-/// One event to record, on one aggregate, with what the log must look like for it.
+/// One event to record, on one aggregate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub aggregate_id: String,
     pub event: Event,
-    pub expect: Expect,
 }
 
 impl Decision {
-    /// The next event on an aggregate whose last event is at stream sequence `version`.
-    pub fn next(aggregate_id: impl Into<String>, version: u64, event: Event) -> Self {
+    pub fn new(aggregate_id: impl Into<String>, event: Event) -> Self {
         Decision {
             aggregate_id: aggregate_id.into(),
             event,
-            expect: Expect::AggregateAt(version),
         }
     }
 }

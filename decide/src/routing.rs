@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 
 use events::work::RoutingReason;
-use projections::{
-    Agent, AgentStatus, HealthStatus, Project, SpinUpStatus, Target, TargetStatus, Work,
-};
+use projections::{Agent, AgentStatus, HealthStatus, Project, Target, TargetStatus, Work};
 use serde::{Deserialize, Serialize};
 
 /// How work of one boundary may be routed.
@@ -142,6 +140,7 @@ impl ItemRule {
 
 /// The agents that may take `work` now (free capacity), best first: preferred types, then
 /// the least loaded, then a stable order. `used` counts slots already promised this round.
+/// Only the agents with room for the item's route are looked at.
 pub fn candidates<'a>(
     policy: &RoutingPolicy,
     project: &'a Project,
@@ -152,7 +151,7 @@ pub fn candidates<'a>(
     let load = |a: &Agent| a.active.len() as u32 + used.get(&a.id).copied().unwrap_or(0);
     let mut agents: Vec<&Agent> = project
         .agents
-        .iter()
+        .available_for(&work.route())
         .filter(|a| rule.admits(a, work) && load(a) < a.max_concurrent_tasks)
         .collect();
     agents.sort_by_key(|a| (rule.rank(&a.agent_type), load(a), a.id.clone()));
@@ -218,32 +217,19 @@ impl Default for SpinUpPolicy {
 }
 
 /// Whether a spin-up on `target` failed less than the cooldown ago.
-pub fn cooling_down(
-    project: &Project,
-    target: &Target,
-    policy: &SpinUpPolicy,
-    now_ms: u64,
-) -> bool {
-    project.spin_ups.iter().any(|s| {
-        s.target_id == target.id
-            && s.status == SpinUpStatus::Failed
-            && s.updated_at_ms + policy.cooldown_ms > now_ms
-    })
+pub fn cooling_down(target: &Target, policy: &SpinUpPolicy, now_ms: u64) -> bool {
+    target
+        .last_spin_up_failure_ms
+        .is_some_and(|failed| failed + policy.cooldown_ms > now_ms)
 }
 
 /// Whether `target` can start another agent at all now: enabled, not unhealthy, not cooling
 /// down, below `maxAgents` (counting `extra` spin-ups promised this round).
-pub fn can_start(
-    project: &Project,
-    target: &Target,
-    policy: &SpinUpPolicy,
-    now_ms: u64,
-    extra: u32,
-) -> bool {
+pub fn can_start(target: &Target, policy: &SpinUpPolicy, now_ms: u64, extra: u32) -> bool {
     target.status != TargetStatus::Disabled
         && target.health_status != HealthStatus::Unhealthy
-        && (project.spin_ups.live_on(&target.id).count() as u32 + extra) < target.max_agents
-        && !cooling_down(project, target, policy, now_ms)
+        && target.spin_ups_live + extra < target.max_agents
+        && !cooling_down(target, policy, now_ms)
 }
 
 /// The best target to start an agent for `work` on: one that [`can_start`] and whose
@@ -263,7 +249,6 @@ pub fn choose_target<'a>(
         .filter(|t| rule.served_by(t, work))
         .filter(|t| {
             can_start(
-                project,
                 t,
                 spin_up,
                 now_ms,
@@ -275,30 +260,12 @@ pub fn choose_target<'a>(
     targets.into_iter().next()
 }
 
-/// Items that need a new agent: pending, due, with no agent that could take them now, and
-/// not already covered by a spin-up in flight (each counts as one agent's worth).
-pub fn unserved<'a>(policy: &RoutingPolicy, project: &'a Project, now_ms: u64) -> Vec<&'a Work> {
-    let mut in_flight: Vec<&Target> = project
-        .spin_ups
-        .iter()
-        .filter(|s| s.status.is_in_flight())
-        .filter_map(|s| project.targets.get(&s.target_id))
-        .collect();
+/// The targets a spin-up in flight will give an agent to, one entry per spin-up.
+pub fn in_flight_targets(project: &Project) -> Vec<&Target> {
     project
-        .work
-        .queue()
-        .filter(|w| w.not_before_ms.is_none_or(|t| t <= now_ms))
-        .filter(|w| route(policy, project, w).is_err())
-        .filter(|w| {
-            let rule = policy.rule_for(w);
-            match in_flight.iter().position(|t| rule.served_by(t, w)) {
-                Some(i) => {
-                    in_flight.remove(i);
-                    false
-                }
-                None => true,
-            }
-        })
+        .spin_ups
+        .in_flight()
+        .filter_map(|s| project.targets.get(&s.target_id))
         .collect()
 }
 
@@ -316,11 +283,8 @@ pub fn will_spin_up(
         return false;
     }
     let rule = policy.rule_for(work);
-    let covered = project
-        .spin_ups
-        .iter()
-        .filter(|s| s.status.is_in_flight())
-        .filter_map(|s| project.targets.get(&s.target_id))
+    let covered = in_flight_targets(project)
+        .into_iter()
         .any(|t| rule.served_by(t, work));
     covered || choose_target(policy, spin_up, project, work, now_ms, &BTreeMap::new()).is_some()
 }

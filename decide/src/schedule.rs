@@ -2,10 +2,11 @@
 //! settings and the time, what is due now. The coordinator feeds these the state and the
 //! clock and carries out what they return; nothing here waits or looks at a clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use events::work::RoutingReason;
-use projections::{AgentStatus, Project, SpinUpStatus, WorkStatus};
+use projections::{AgentStatus, OrderKey, Project, Route, Work};
 
 use crate::agent::AgentCommand;
 use crate::routing;
@@ -143,9 +144,43 @@ pub fn due(
     duties
 }
 
+/// How many items of one route are looked at per round when none of them can be served:
+/// the rest wait for the next round (they are behind these in the queue anyway).
+const LOOK_AHEAD: usize = 256;
+
+/// Pending items of the routes that `include` selects, merged into queue order (priority
+/// first, then age) across routes, each route bounded to [`LOOK_AHEAD`] items.
+fn queue_across<'a>(
+    project: &'a Project,
+    include: impl Fn(&Route) -> bool,
+) -> impl Iterator<Item = &'a Work> + 'a {
+    let mut heads: BinaryHeap<Reverse<(OrderKey, usize)>> = BinaryHeap::new();
+    let mut routes: Vec<Box<dyn Iterator<Item = &'a Work> + 'a>> = Vec::new();
+    for (route, items) in project.work.pending_by_route() {
+        if !include(route) {
+            continue;
+        }
+        let mut items: Box<dyn Iterator<Item = &'a Work> + 'a> = Box::new(items.take(LOOK_AHEAD));
+        if let Some(first) = items.next() {
+            heads.push(Reverse((first.order(), routes.len())));
+            routes.push(Box::new(std::iter::once(first).chain(items)));
+        }
+    }
+    let mut peeked: Vec<Option<&'a Work>> = routes.iter_mut().map(|r| r.next()).collect();
+    std::iter::from_fn(move || {
+        let Reverse((_, i)) = heads.pop()?;
+        let item = peeked[i].take()?;
+        if let Some(next) = routes[i].next() {
+            heads.push(Reverse((next.order(), i)));
+            peeked[i] = Some(next);
+        }
+        Some(item)
+    })
+}
+
 /// Pending, due items by priority then age, each to the best agent with room; a slot given
-/// to one item is not given to the next. Items no agent can take now are skipped, not
-/// waited on.
+/// to one item is not given to the next. Only routes some agent has room for are looked at;
+/// items no agent can take now are skipped, not waited on.
 pub fn assignments(
     project: &Project,
     settings: &Settings,
@@ -154,11 +189,8 @@ pub fn assignments(
 ) -> Vec<WorkCommand> {
     let mut used: BTreeMap<String, u32> = BTreeMap::new();
     let mut out = Vec::new();
-    for work in project
-        .work
-        .queue()
-        .filter(|w| w.not_before_ms.is_none_or(|t| t <= now_ms))
-    {
+    let queue = queue_across(project, |route| project.agents.any_available_for(route));
+    for work in queue.filter(|w| w.not_before_ms.is_none_or(|t| t <= now_ms)) {
         let (agents, rule) = routing::candidates(&settings.routing, project, work, &used);
         let Some(best) = agents.first() else { continue };
         *used.entry(best.id.clone()).or_default() += 1;
@@ -177,6 +209,7 @@ pub fn assignments(
 
 /// One spin-up per item that no agent can take and no spin-up in flight covers, on the
 /// best target that can start one; a target's room given to one item is not given twice.
+/// Routes that no target serves at all are not looked at.
 pub fn spin_ups_for_unserved_work(
     project: &Project,
     settings: &Settings,
@@ -184,10 +217,26 @@ pub fn spin_ups_for_unserved_work(
     assigned: &[String],
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<SpinUpCommand> {
+    let served = |route: &Route| {
+        project
+            .targets
+            .iter()
+            .any(|t| t.capabilities.contains(&route.0) && t.boundaries.contains(&route.1))
+    };
+    let mut on_their_way = routing::in_flight_targets(project);
     let mut promised: BTreeMap<String, u32> = BTreeMap::new();
     let mut out = Vec::new();
-    for work in routing::unserved(&settings.routing, project, now_ms) {
-        if assigned.contains(&work.id) {
+    for work in queue_across(project, served) {
+        if assigned.contains(&work.id) || work.not_before_ms.is_some_and(|t| t > now_ms) {
+            continue;
+        }
+        if routing::route(&settings.routing, project, work).is_ok() {
+            continue;
+        }
+        let rule = settings.routing.rule_for(work);
+        // A spin-up in flight is one agent's worth for one item.
+        if let Some(i) = on_their_way.iter().position(|t| rule.served_by(t, work)) {
+            on_their_way.remove(i);
             continue;
         }
         let Some(target) = routing::choose_target(
@@ -247,12 +296,7 @@ pub fn silent_agents(
 pub fn unaccepted_assignments(project: &Project, timing: &Timing, now_ms: u64) -> Vec<WorkCommand> {
     project
         .work
-        .iter()
-        .filter(|w| w.status == WorkStatus::Assigned)
-        .filter(|w| {
-            w.assigned_at_ms
-                .is_some_and(|t| now_ms > t + timing.accept_timeout_ms)
-        })
+        .assigned_before(now_ms.saturating_sub(timing.accept_timeout_ms))
         .filter_map(|w| {
             Some(WorkCommand::ExpireLease {
                 work_id: w.id.clone(),
@@ -269,9 +313,8 @@ pub fn unaccepted_assignments(project: &Project, timing: &Timing, now_ms: u64) -
 pub fn overdue_spin_ups(project: &Project, timing: &Timing, now_ms: u64) -> Vec<SpinUpCommand> {
     project
         .spin_ups
-        .iter()
-        .filter(|s| s.status.is_in_flight())
-        .filter(|s| now_ms > s.triggered_at_ms + timing.spin_up_timeout_ms)
+        .in_flight()
+        .take_while(|s| now_ms > s.triggered_at_ms + timing.spin_up_timeout_ms)
         .map(|s| SpinUpCommand::Fail {
             spin_up_id: s.id.clone(),
             stage: "registration".into(),
@@ -309,8 +352,7 @@ pub fn idle_agents(project: &Project, timing: &Timing, now_ms: u64) -> Vec<Agent
 pub fn spin_ups_to_stop(project: &Project, timing: &Timing, now_ms: u64) -> Vec<Duty> {
     project
         .spin_ups
-        .iter()
-        .filter(|s| s.status == SpinUpStatus::Completed)
+        .linked()
         .filter_map(|s| {
             let agent = project.agents.get(s.agent_id.as_deref()?)?;
             let reason = if agent.status == AgentStatus::Offline {
@@ -335,13 +377,8 @@ pub fn spin_ups_to_stop(project: &Project, timing: &Timing, now_ms: u64) -> Vec<
 pub fn health_checks_due(project: &Project, now_ms: u64) -> Vec<Duty> {
     project
         .targets
-        .iter()
-        .filter_map(|t| Some((t, t.health_check.as_ref().filter(|h| h.enabled)?)))
-        .filter(|(t, h)| {
-            t.last_health_check_ms
-                .is_none_or(|last| last + h.interval_ms <= now_ms)
-        })
-        .map(|(t, _)| Duty::CheckHealth {
+        .health_checks_due(now_ms)
+        .map(|t| Duty::CheckHealth {
             target_id: t.id.clone(),
         })
         .collect()

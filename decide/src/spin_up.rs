@@ -60,16 +60,15 @@ pub fn decide(command: &SpinUpCommand, project: &Project) -> Result<Vec<Decision
                     t.name
                 )));
             }
-            let live = project.spin_ups.live_on(&t.id).count() as u32;
+            let live = t.spin_ups_live;
             if live >= t.max_agents {
                 return Err(Rejection::WrongState(format!(
                     "Target {} already runs {live} of its {} agents (maxAgents)",
                     t.name, t.max_agents
                 )));
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 spin_up_id,
-                0,
                 Event::SpinUpTriggered(SpinUpTriggered {
                     target_id: t.id.clone(),
                     target_name: t.name.clone(),
@@ -92,9 +91,8 @@ pub fn decide(command: &SpinUpCommand, project: &Project) -> Result<Vec<Decision
             if s.detail.is_some() || !waiting {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 spin_up_id,
-                s.version,
                 Event::SpinUpStarted(SpinUpStarted {
                     detail: detail.clone(),
                     pid: *pid,
@@ -110,9 +108,8 @@ pub fn decide(command: &SpinUpCommand, project: &Project) -> Result<Vec<Decision
             if !s.status.is_in_flight() {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 spin_up_id,
-                s.version,
                 Event::SpinUpFailed(SpinUpFailed {
                     error: error.clone(),
                     stage: stage.clone(),
@@ -124,9 +121,8 @@ pub fn decide(command: &SpinUpCommand, project: &Project) -> Result<Vec<Decision
             if !s.status.is_live() {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 spin_up_id,
-                s.version,
                 Event::SpinUpStopped(SpinUpStopped {
                     reason: reason.clone(),
                 }),

@@ -5,12 +5,12 @@ use events::target::{
     HealthCheckSettings, Mechanism, MechanismConfig, TargetDisabled, TargetEnabled,
     TargetHealthChecked, TargetRegistered, TargetRemoved, TargetUpdated,
 };
-use events::{AggregateKind, Event};
+use events::Event;
 use projections::{Project, Target, TargetStatus};
 use serde_json::{Map, Value};
 
 use crate::rejection::{is_agent_type, is_env_name, Rejection, Validation};
-use crate::{Decision, Expect};
+use crate::Decision;
 
 /// Boundaries of a target registered without any: the original's legacy classification set.
 pub const DEFAULT_BOUNDARIES: [&str; 4] =
@@ -436,45 +436,33 @@ pub fn decide(
                     registered.name
                 )));
             }
-            let mut decisions = vec![Decision {
-                aggregate_id: registered.target_id.clone(),
-                event: Event::TargetRegistered(registered),
-                // Expect the whole project's target history, not just this aggregate's: that
-                // is what makes the name check above hold against concurrent registrations.
-                expect: Expect::ScopeAt {
-                    kind: AggregateKind::Target,
-                    sequence: project.targets.last_sequence,
-                },
-            }];
+            let mut decisions = vec![Decision::new(
+                &registered.target_id,
+                Event::TargetRegistered(registered.clone()),
+            )];
             if target.enabled == Some(false) {
                 // Registered disabled: both in one commit, so it is never usable in between.
-                decisions.push(Decision {
-                    aggregate_id: target_id.clone(),
-                    event: Event::TargetDisabled(TargetDisabled {
+                decisions.push(Decision::new(
+                    target_id,
+                    Event::TargetDisabled(TargetDisabled {
                         reason: Some("registered disabled".into()),
                     }),
-                    expect: Expect::FollowsPrevious,
-                });
+                ));
             }
             Ok(decisions)
         }
         TargetCommand::Update { key, patch } => {
             let target = find(project, key)?;
             let event = validate_patch(target, patch)?;
-            Ok(vec![Decision::next(
-                &target.id,
-                target.version,
-                Event::TargetUpdated(event),
-            )])
+            Ok(vec![Decision::new(&target.id, Event::TargetUpdated(event))])
         }
         TargetCommand::Enable { key } => {
             let target = find(project, key)?;
             if target.status != TargetStatus::Disabled {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 &target.id,
-                target.version,
                 Event::TargetEnabled(TargetEnabled {}),
             )])
         }
@@ -483,9 +471,8 @@ pub fn decide(
             if target.status == TargetStatus::Disabled {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 &target.id,
-                target.version,
                 Event::TargetDisabled(TargetDisabled {
                     reason: reason.clone(),
                 }),
@@ -498,9 +485,8 @@ pub fn decide(
             latency_ms,
         } => {
             let target = find(project, key)?;
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 &target.id,
-                target.version,
                 Event::TargetHealthChecked(TargetHealthChecked {
                     healthy: *healthy,
                     error: error.clone(),
@@ -510,11 +496,8 @@ pub fn decide(
         }
         TargetCommand::Remove { key } => {
             let target = find(project, key)?;
-            // Removal frees the name, so it moves the project's scope too; expecting the
-            // aggregate is enough because registrations expect the scope.
-            Ok(vec![Decision::next(
+            Ok(vec![Decision::new(
                 &target.id,
-                target.version,
                 Event::TargetRemoved(TargetRemoved {}),
             )])
         }

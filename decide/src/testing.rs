@@ -1,8 +1,6 @@
 //! Given / when / then for the rules. History goes in as events; a command is decided at
-//! the world's time and its decisions are appended the way JetStream would (every
-//! expectation must hold, or the test fails); the test reads the events and state after.
-
-use std::collections::HashMap;
+//! the world's time and its decisions are recorded; the test reads the events and the
+//! state after.
 
 use events::fixture::envelope;
 use events::work::AgentRegistered;
@@ -11,7 +9,7 @@ use projections::{Project, State, Work};
 
 use crate::schedule::{self, Duty, Liveness};
 use crate::work::{Submission, WorkCommand};
-use crate::{decide, AgentCommand, Command, Decision, Expect, Rejection, Settings};
+use crate::{decide, AgentCommand, Command, Rejection, Settings};
 
 pub const PROJECT: &str = "p";
 
@@ -21,8 +19,6 @@ pub struct World {
     /// The clock: events recorded now get this time.
     pub now_ms: u64,
     seq: u64,
-    /// The server's side of optimistic concurrency: the last sequence per subject.
-    subjects: HashMap<String, u64>,
     ids: u64,
 }
 
@@ -33,7 +29,6 @@ impl Default for World {
             settings: Settings::default(),
             now_ms: 1_000_000,
             seq: 0,
-            subjects: HashMap::new(),
             ids: 0,
         }
     }
@@ -54,47 +49,8 @@ impl World {
         self
     }
 
-    fn subject(event: &Event, aggregate_id: &str) -> String {
-        format!("{}/{aggregate_id}", event.aggregate_kind().as_str())
-    }
-
-    /// Fails the test when JetStream would refuse the decision's expectation.
-    fn check(&self, d: &Decision) {
-        let (expected, actual) = match &d.expect {
-            // Committed with the decision before it, which carries the expectation.
-            Expect::FollowsPrevious => return,
-            Expect::AggregateAt(expected) => (
-                *expected,
-                self.subjects
-                    .get(&Self::subject(&d.event, &d.aggregate_id))
-                    .copied()
-                    .unwrap_or(0),
-            ),
-            Expect::ScopeAt { kind, sequence } => {
-                let prefix = format!("{}/", kind.as_str());
-                let last = self
-                    .subjects
-                    .iter()
-                    .filter(|(s, _)| s.starts_with(&prefix))
-                    .map(|(_, seq)| *seq)
-                    .max()
-                    .unwrap_or(0);
-                (*sequence, last)
-            }
-        };
-        assert_eq!(
-            expected,
-            actual,
-            "{} on {} would conflict",
-            d.event.type_name(),
-            d.aggregate_id
-        );
-    }
-
     fn record(&mut self, aggregate_id: &str, event: Event) {
         self.seq += 1;
-        self.subjects
-            .insert(Self::subject(&event, aggregate_id), self.seq);
         let e = envelope(PROJECT, aggregate_id, self.now_ms, event);
         self.state.apply(self.seq, &e);
     }
@@ -110,7 +66,6 @@ impl World {
         let decisions = decide(&command.into(), self.project(), &self.settings)?;
         let events = decisions.iter().map(|d| d.event.clone()).collect();
         for d in decisions {
-            self.check(&d);
             self.record(&d.aggregate_id, d.event);
         }
         Ok(events)

@@ -244,14 +244,14 @@ pub fn decide(
     project: &Project,
     settings: &Settings,
 ) -> Result<Vec<Decision>, Rejection> {
-    let next = |work: &Work, event: Event| Ok(vec![Decision::next(&work.id, work.version, event)]);
+    let next = |work: &Work, event: Event| Ok(vec![Decision::new(&work.id, event)]);
     match command {
         WorkCommand::Submit { id, submission } => {
             let submitted = validate_submission(id, submission, &settings.retry)?;
             if project.work.get(id).is_some() {
                 return Ok(vec![]);
             }
-            Ok(vec![Decision::next(id, 0, Event::WorkSubmitted(submitted))])
+            Ok(vec![Decision::new(id, Event::WorkSubmitted(submitted))])
         }
         WorkCommand::Assign {
             work_id,
@@ -408,9 +408,8 @@ pub fn decide(
 /// Ends the lease an item holds without a report: the agent did not accept in time, or
 /// went offline. The item goes back to the queue (or is dead-lettered).
 pub(crate) fn expire(work: &Work, reason: &str, settings: &Settings, now_ms: u64) -> Decision {
-    Decision::next(
+    Decision::new(
         &work.id,
-        work.version,
         Event::WorkLeaseExpired(WorkLeaseExpired {
             agent_id: work.assigned_to.clone().unwrap_or_default(),
             lease_id: work.lease_id.clone().unwrap_or_default(),

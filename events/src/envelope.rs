@@ -12,6 +12,7 @@ use crate::work::{
     WorkCompleted, WorkFailed, WorkLeaseExpired, WorkProgressed, WorkRetried, WorkStarted,
     WorkSubmitted,
 };
+use crate::writer::WriterElected;
 
 /// The kind of aggregate an event belongs to; the third token of its subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -23,14 +24,17 @@ pub enum AggregateKind {
     /// Stored as `spinup` (one subject token); the events are named `spin-up.*`.
     #[serde(rename = "spinup")]
     SpinUp,
+    /// Which Weft instance writes for the project (one aggregate per project, id `lease`).
+    Writer,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 4] = [
+    pub const ALL: [AggregateKind; 5] = [
         AggregateKind::Target,
         AggregateKind::Work,
         AggregateKind::Agent,
         AggregateKind::SpinUp,
+        AggregateKind::Writer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl AggregateKind {
             AggregateKind::Work => "work",
             AggregateKind::Agent => "agent",
             AggregateKind::SpinUp => "spinup",
+            AggregateKind::Writer => "writer",
         }
     }
 
@@ -103,6 +108,7 @@ events! {
     "agent.registered" => AgentRegistered(AgentRegistered), Agent;
     "agent.offline" => AgentWentOffline(AgentWentOffline), Agent;
     "agent.shutdown-requested" => AgentShutdownRequested(AgentShutdownRequested), Agent;
+    "writer.elected" => WriterElected(WriterElected), Writer;
 }
 
 /// One recorded fact with everything needed to audit it: who caused it, when, and what
@@ -288,7 +294,7 @@ mod tests {
             assert!(!unknown(name), "{name} is not the tag of any variant");
             assert!(seen.insert(*name), "{name} is declared twice");
         }
-        assert_eq!(seen.len(), 23);
+        assert_eq!(seen.len(), 24);
     }
 
     #[test]

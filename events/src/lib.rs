@@ -12,6 +12,7 @@ pub mod spin_up;
 pub mod subject;
 pub mod target;
 pub mod work;
+pub mod writer;
 
 pub use envelope::{AggregateKind, DecodeError, Envelope, Event, RawEnvelope, RawEvent};
 

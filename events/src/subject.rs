@@ -11,6 +11,11 @@ pub fn aggregate(project: &str, kind: AggregateKind, id: &str) -> String {
     format!("{PREFIX}.{project}.{}.{id}", kind.as_str())
 }
 
+/// The subject every append of a project's writer expects to be unchanged.
+pub fn writer(project: &str) -> String {
+    aggregate(project, AggregateKind::Writer, crate::writer::WRITER_ID)
+}
+
 /// All aggregates of one kind in one project: the scope of checks that span aggregates,
 /// such as unique target names.
 pub fn kind_in_project(project: &str, kind: AggregateKind) -> String {

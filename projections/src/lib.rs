@@ -5,6 +5,7 @@
 //! Everything here is deterministic: ordered maps only, and every time comes from the
 //! event's envelope, never from the clock.
 
+pub mod agents;
 pub mod spin_ups;
 pub mod targets;
 pub mod work;
@@ -15,13 +16,14 @@ use events::Envelope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use agents::{Agent, AgentStatus, Agents};
 pub use spin_ups::{SpinUp, SpinUpStatus, SpinUps};
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
-pub use work::{Agent, AgentStatus, Agents, Work, WorkItems, WorkStatus};
+pub use work::{OrderKey, Route, Work, WorkItems, WorkStatus};
 
 /// The format of a snapshot's bytes. A snapshot of another format is ignored and the log
 /// replayed from zero: snapshots are a cache, the log is the truth.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// Everything Weft knows, as folded from the log up to `sequence`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -31,16 +33,40 @@ pub struct State {
     pub projects: BTreeMap<String, Project>,
 }
 
-/// One tenant's read models.
+/// One tenant's read models. Cloning one is cheap (its collections are persistent), so a
+/// writer can decide on a copy while readers keep the committed state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Project {
     /// When the project's latest event was recorded.
-    #[serde(default)]
     pub last_event_ms: u64,
+    /// The instance that writes for the project, and the sequence of its election: what
+    /// every one of its appends expects the project's writer subject to be at.
+    pub writer: Option<(String, u64)>,
     pub targets: Targets,
     pub work: WorkItems,
     pub agents: Agents,
     pub spin_ups: SpinUps,
+}
+
+impl Project {
+    /// Folds one of the project's events, stored at stream sequence `sequence`.
+    pub fn apply(&mut self, sequence: u64, envelope: &Envelope) {
+        self.last_event_ms = self.last_event_ms.max(envelope.time_ms);
+        match envelope.aggregate {
+            events::AggregateKind::Target => self.targets.apply(sequence, envelope),
+            events::AggregateKind::SpinUp => {
+                spin_ups::apply(&mut self.targets, &mut self.spin_ups, envelope)
+            }
+            events::AggregateKind::Work | events::AggregateKind::Agent => {
+                work::apply(&mut self.work, &mut self.agents, sequence, envelope)
+            }
+            events::AggregateKind::Writer => {
+                if let events::Event::WriterElected(e) = &envelope.event {
+                    self.writer = Some((e.instance.clone(), sequence));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,35 +89,10 @@ impl State {
             return Applied::AlreadyApplied;
         }
         self.sequence = sequence;
-        let project = self.projects.entry(envelope.project.clone()).or_default();
-        project.last_event_ms = project.last_event_ms.max(envelope.time_ms);
-        if envelope.aggregate == events::AggregateKind::Target {
-            // Every event on a target's subject moves the scope that registrations expect,
-            // whichever fold handles it.
-            project.targets.last_sequence = sequence;
-        }
-        match envelope.aggregate {
-            events::AggregateKind::Target => {
-                project.targets.apply(sequence, envelope);
-                if matches!(envelope.event, events::Event::TargetEnabled(_)) {
-                    // Enabled again while agents it started still run: in use, not available.
-                    spin_ups::refresh_status(
-                        &mut project.targets,
-                        &project.spin_ups,
-                        &envelope.aggregate_id,
-                    );
-                }
-            }
-            events::AggregateKind::SpinUp => spin_ups::apply(
-                &mut project.targets,
-                &mut project.spin_ups,
-                sequence,
-                envelope,
-            ),
-            events::AggregateKind::Work | events::AggregateKind::Agent => {
-                work::apply(&mut project.work, &mut project.agents, sequence, envelope)
-            }
-        }
+        self.projects
+            .entry(envelope.project.clone())
+            .or_default()
+            .apply(sequence, envelope);
         Applied::Yes
     }
 

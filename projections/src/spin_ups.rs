@@ -1,9 +1,12 @@
-//! Spin-ups of one project, and what they mean for their targets (in use, use count,
-//! last used). Folded together with the targets because each spin-up event updates both.
+//! Spin-ups of one project, and what they mean for their targets (in use, spin-ups in
+//! flight, use count, last failure). Folded together with the targets because each spin-up
+//! event updates both. Spin-ups are kept forever (they are history); the indexes hold the
+//! few that still matter: those in flight and those whose agent is there.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use events::{Envelope, Event};
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::targets::{TargetStatus, Targets};
@@ -62,45 +65,99 @@ pub struct SpinUp {
     pub error: Option<String>,
     pub triggered_at_ms: u64,
     pub updated_at_ms: u64,
-    pub version: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpinUps {
-    spin_ups: BTreeMap<String, SpinUp>,
+    spin_ups: OrdMap<String, Arc<SpinUp>>,
+    /// (triggered at, id) of spin-ups in flight.
+    in_flight: OrdSet<(u64, String)>,
+    /// Completed spin-ups: their agent is (or was, until stopped) there.
+    linked: OrdSet<String>,
+    by_status: OrdMap<String, usize>,
 }
 
 impl SpinUps {
     pub fn get(&self, id: &str) -> Option<&SpinUp> {
-        self.spin_ups.get(id)
+        self.spin_ups.get(id).map(|s| s.as_ref())
     }
 
+    /// Every spin-up, by id.
     pub fn iter(&self) -> impl Iterator<Item = &SpinUp> {
-        self.spin_ups.values()
+        self.spin_ups.values().map(|s| s.as_ref())
     }
 
-    /// Spin-ups of `target` that may hold something running on it.
-    pub fn live_on<'a>(&'a self, target: &'a str) -> impl Iterator<Item = &'a SpinUp> + 'a {
-        self.spin_ups
-            .values()
-            .filter(move |s| s.target_id == target && s.status.is_live())
+    /// Spin-ups in flight, oldest first.
+    pub fn in_flight(&self) -> impl Iterator<Item = &SpinUp> {
+        self.in_flight.iter().filter_map(|(_, id)| self.get(id))
+    }
+
+    /// Completed spin-ups not stopped yet: their agent is there, or has gone and what it
+    /// ran on is still to be stopped.
+    pub fn linked(&self) -> impl Iterator<Item = &SpinUp> {
+        self.linked.iter().filter_map(|id| self.get(id))
+    }
+
+    pub fn count(&self, status: SpinUpStatus) -> usize {
+        self.by_status.get(status.as_str()).copied().unwrap_or(0)
+    }
+
+    fn unindex(&mut self, s: &SpinUp) {
+        self.in_flight.remove(&(s.triggered_at_ms, s.id.clone()));
+        self.linked.remove(&s.id);
+        if let Some(n) = self.by_status.get_mut(s.status.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_status.remove(s.status.as_str());
+            }
+        }
+    }
+
+    fn index(&mut self, s: &SpinUp) {
+        if s.status.is_in_flight() {
+            self.in_flight.insert((s.triggered_at_ms, s.id.clone()));
+        }
+        if s.status == SpinUpStatus::Completed {
+            self.linked.insert(s.id.clone());
+        }
+        *self
+            .by_status
+            .entry(s.status.as_str().to_string())
+            .or_default() += 1;
+    }
+
+    fn update(&mut self, id: &str, change: impl FnOnce(&mut SpinUp)) -> Option<&SpinUp> {
+        let mut entry = self.spin_ups.remove(id)?;
+        self.unindex(&entry);
+        change(Arc::make_mut(&mut entry));
+        self.index(&entry);
+        self.spin_ups.insert(id.to_string(), entry);
+        self.get(id)
+    }
+
+    fn on_target<'a>(&'a self, target: &'a str) -> impl Iterator<Item = &'a SpinUp> + 'a {
+        self.in_flight()
+            .chain(self.linked())
+            .filter(move |s| s.target_id == target)
     }
 }
 
-/// A target is in use while an agent one of its spin-ups started is there (registered and
-/// not yet stopped); spin-ups still waiting for their agent are counted apart.
-pub(crate) fn refresh_status(targets: &mut Targets, spin_ups: &SpinUps, target_id: &str) {
+/// What a target's spin-ups mean for it: in use while an agent it started is there; how many
+/// are in flight; how many may hold something running there.
+fn refresh_target(targets: &mut Targets, spin_ups: &SpinUps, target_id: &str) {
     let linked = spin_ups
-        .live_on(target_id)
+        .on_target(target_id)
         .filter(|s| s.status == SpinUpStatus::Completed)
         .filter_map(|s| s.agent_id.clone())
         .last();
     let in_flight = spin_ups
-        .live_on(target_id)
+        .on_target(target_id)
         .filter(|s| s.status.is_in_flight())
         .count() as u32;
-    if let Some(t) = targets.get_mut(target_id) {
+    let live = spin_ups.on_target(target_id).count() as u32;
+    targets.update(target_id, |t| {
         t.spin_ups_in_flight = in_flight;
+        t.spin_ups_live = live;
         if t.status != TargetStatus::Disabled {
             t.status = if linked.is_some() {
                 TargetStatus::InUse
@@ -109,104 +166,107 @@ pub(crate) fn refresh_status(targets: &mut Targets, spin_ups: &SpinUps, target_i
             };
         }
         t.current_agent_guid = linked;
-    }
+    });
 }
 
-pub(crate) fn apply(
-    targets: &mut Targets,
-    spin_ups: &mut SpinUps,
-    sequence: u64,
-    envelope: &Envelope,
-) {
+pub(crate) fn apply(targets: &mut Targets, spin_ups: &mut SpinUps, envelope: &Envelope) {
     let time = envelope.time_ms;
     let id = envelope.aggregate_id.as_str();
-    match &envelope.event {
+    let changed = match &envelope.event {
         Event::SpinUpTriggered(e) => {
             if spin_ups.spin_ups.contains_key(id) || targets.get(&e.target_id).is_none() {
                 return;
             }
-            spin_ups.spin_ups.insert(
-                id.to_string(),
-                SpinUp {
-                    id: id.to_string(),
-                    target_id: e.target_id.clone(),
-                    target_name: e.target_name.clone(),
-                    agent_type: e.agent_type.clone(),
-                    reason: e.reason.clone(),
-                    work_id: e.work_id.clone(),
-                    capability: e.capability.clone(),
-                    boundary: e.boundary.clone(),
-                    status: SpinUpStatus::Triggered,
-                    detail: None,
-                    pid: None,
-                    agent_id: None,
-                    error: None,
-                    triggered_at_ms: time,
-                    updated_at_ms: time,
-                    version: sequence,
-                },
-            );
+            let spin_up = SpinUp {
+                id: id.to_string(),
+                target_id: e.target_id.clone(),
+                target_name: e.target_name.clone(),
+                agent_type: e.agent_type.clone(),
+                reason: e.reason.clone(),
+                work_id: e.work_id.clone(),
+                capability: e.capability.clone(),
+                boundary: e.boundary.clone(),
+                status: SpinUpStatus::Triggered,
+                detail: None,
+                pid: None,
+                agent_id: None,
+                error: None,
+                triggered_at_ms: time,
+                updated_at_ms: time,
+            };
+            spin_ups.index(&spin_up);
+            spin_ups.spin_ups.insert(id.to_string(), Arc::new(spin_up));
+            true
         }
         Event::SpinUpStarted(e) => {
             // The agent may register before the mechanism has answered (a fast local
             // process): then the spin-up is already completed and stays so.
-            let Some(s) = spin_ups.spin_ups.get_mut(id).filter(|s| {
+            let answerable = spin_ups.get(id).is_some_and(|s| {
                 s.detail.is_none()
                     && matches!(s.status, SpinUpStatus::Triggered | SpinUpStatus::Completed)
-            }) else {
+            });
+            if !answerable {
                 return;
-            };
-            if s.status == SpinUpStatus::Triggered {
-                s.status = SpinUpStatus::Started;
             }
-            s.detail = Some(e.detail.clone());
-            s.pid = e.pid;
-            s.updated_at_ms = time;
-            s.version = sequence;
-            let target = s.target_id.clone();
-            if let Some(t) = targets.get_mut(&target) {
-                t.use_count += 1;
-                t.last_used_at_ms = Some(time);
+            let target = spin_ups.update(id, |s| {
+                if s.status == SpinUpStatus::Triggered {
+                    s.status = SpinUpStatus::Started;
+                }
+                s.detail = Some(e.detail.clone());
+                s.pid = e.pid;
+                s.updated_at_ms = time;
+            });
+            if let Some(target) = target.map(|s| s.target_id.clone()) {
+                targets.update(&target, |t| {
+                    t.use_count += 1;
+                    t.last_used_at_ms = Some(time);
+                });
             }
+            true
         }
         Event::SpinUpCompleted(e) => {
-            let Some(s) = spin_ups
-                .spin_ups
-                .get_mut(id)
-                .filter(|s| s.status.is_in_flight())
-            else {
+            if !spin_ups.get(id).is_some_and(|s| s.status.is_in_flight()) {
                 return;
-            };
-            s.status = SpinUpStatus::Completed;
-            s.agent_id = Some(e.agent_id.clone());
-            s.updated_at_ms = time;
-            s.version = sequence;
+            }
+            spin_ups.update(id, |s| {
+                s.status = SpinUpStatus::Completed;
+                s.agent_id = Some(e.agent_id.clone());
+                s.updated_at_ms = time;
+            });
+            true
         }
         Event::SpinUpFailed(e) => {
-            let Some(s) = spin_ups
-                .spin_ups
-                .get_mut(id)
-                .filter(|s| s.status.is_in_flight())
-            else {
+            if !spin_ups.get(id).is_some_and(|s| s.status.is_in_flight()) {
                 return;
-            };
-            s.status = SpinUpStatus::Failed;
-            s.error = Some(e.error.clone());
-            s.updated_at_ms = time;
-            s.version = sequence;
+            }
+            let target = spin_ups
+                .update(id, |s| {
+                    s.status = SpinUpStatus::Failed;
+                    s.error = Some(e.error.clone());
+                    s.updated_at_ms = time;
+                })
+                .map(|s| s.target_id.clone());
+            if let Some(target) = target {
+                targets.update(&target, |t| t.last_spin_up_failure_ms = Some(time));
+            }
+            true
         }
         Event::SpinUpStopped(_) => {
-            let Some(s) = spin_ups.spin_ups.get_mut(id).filter(|s| s.status.is_live()) else {
+            if !spin_ups.get(id).is_some_and(|s| s.status.is_live()) {
                 return;
-            };
-            s.status = SpinUpStatus::Stopped;
-            s.updated_at_ms = time;
-            s.version = sequence;
+            }
+            spin_ups.update(id, |s| {
+                s.status = SpinUpStatus::Stopped;
+                s.updated_at_ms = time;
+            });
+            true
         }
         // Only spin-up events are routed here.
-        _ => return,
-    }
-    if let Some(target) = spin_ups.spin_ups.get(id).map(|s| s.target_id.clone()) {
-        refresh_status(targets, spin_ups, &target);
+        _ => false,
+    };
+    if changed {
+        if let Some(target) = spin_ups.get(id).map(|s| s.target_id.clone()) {
+            refresh_target(targets, spin_ups, &target);
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! The spin-up targets read model of one project.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use events::target::{HealthCheckSettings, MechanismConfig};
 use events::{Envelope, Event};
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetStatus {
     Available,
@@ -72,22 +73,37 @@ pub struct Target {
     /// How many agents it may run at once.
     pub max_agents: u32,
     /// Spin-ups on it whose agent has not registered yet.
-    #[serde(default)]
     pub spin_ups_in_flight: u32,
-    /// Stream sequence of the target's last event: the expected sequence for its next one.
-    pub version: u64,
+    /// Spin-ups on it that may hold something running there (in flight, or linked).
+    pub spin_ups_live: u32,
+    /// When a spin-up on it last failed (the cooldown counts from here).
+    pub last_spin_up_failure_ms: Option<u64>,
+    /// Stream sequence of `target.registered`: list order, and the target's key.
+    pub registered_sequence: u64,
 }
 
-/// The targets of one project, in registration order, with lookups by id and by name.
+impl Target {
+    /// When its next periodic health check is due, if it has them.
+    pub fn health_check_due_ms(&self) -> Option<u64> {
+        let check = self.health_check.as_ref().filter(|h| h.enabled)?;
+        Some(
+            self.last_health_check_ms
+                .map_or(0, |last| last + check.interval_ms),
+        )
+    }
+}
+
+/// The targets of one project, in registration order, with lookups by id and by name, the
+/// health checks by when they are due, and counts by status.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Targets {
     /// Keyed by the sequence of the `target.registered` event, which is also list order.
-    by_registration: BTreeMap<u64, Target>,
-    ids: BTreeMap<String, u64>,
-    names: BTreeMap<String, u64>,
-    /// Stream sequence of the last target event of the project. Decisions that span
-    /// targets (names are unique per project) expect it, so they cannot race.
-    pub last_sequence: u64,
+    by_registration: OrdMap<u64, Arc<Target>>,
+    ids: OrdMap<String, u64>,
+    names: OrdMap<String, u64>,
+    /// (due time, registration sequence) of every periodic health check.
+    health_due: OrdSet<(u64, u64)>,
+    by_status: OrdMap<TargetStatus, usize>,
 }
 
 impl Targets {
@@ -95,12 +111,14 @@ impl Targets {
         self.ids
             .get(id)
             .and_then(|seq| self.by_registration.get(seq))
+            .map(|t| t.as_ref())
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Target> {
         self.names
             .get(name)
             .and_then(|seq| self.by_registration.get(seq))
+            .map(|t| t.as_ref())
     }
 
     /// The original's lookup rule: an id first, then a name.
@@ -110,7 +128,7 @@ impl Targets {
 
     /// In registration order.
     pub fn iter(&self) -> impl Iterator<Item = &Target> {
-        self.by_registration.values()
+        self.by_registration.values().map(|t| t.as_ref())
     }
 
     pub fn len(&self) -> usize {
@@ -121,10 +139,51 @@ impl Targets {
         self.by_registration.is_empty()
     }
 
-    /// Also for folds of other aggregates that change a target (spin-ups, health checks).
-    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Target> {
-        let seq = self.ids.get(id)?;
-        self.by_registration.get_mut(seq)
+    pub fn count(&self, status: TargetStatus) -> usize {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Targets whose periodic health check is due at `now_ms`.
+    pub fn health_checks_due(&self, now_ms: u64) -> impl Iterator<Item = &Target> {
+        self.health_due
+            .range(..=(now_ms, u64::MAX))
+            .filter_map(|(_, seq)| self.by_registration.get(seq))
+            .map(|t| t.as_ref())
+    }
+
+    fn unindex(&mut self, t: &Target) {
+        if let Some(due) = t.health_check_due_ms() {
+            self.health_due.remove(&(due, t.registered_sequence));
+        }
+        if let Some(n) = self.by_status.get_mut(&t.status) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_status.remove(&t.status);
+            }
+        }
+    }
+
+    fn index(&mut self, t: &Target) {
+        if let Some(due) = t.health_check_due_ms() {
+            self.health_due.insert((due, t.registered_sequence));
+        }
+        *self.by_status.entry(t.status).or_default() += 1;
+    }
+
+    /// Changes a target, keeping the indexes in step (also for folds of other aggregates
+    /// that change a target: spin-ups).
+    pub(crate) fn update(&mut self, id: &str, change: impl FnOnce(&mut Target)) -> bool {
+        let Some(seq) = self.ids.get(id).copied() else {
+            return false;
+        };
+        let Some(mut entry) = self.by_registration.remove(&seq) else {
+            return false;
+        };
+        self.unindex(&entry);
+        change(Arc::make_mut(&mut entry));
+        self.index(&entry);
+        self.by_registration.insert(seq, entry);
+        true
     }
 
     /// Events that do not fit the state (a second registration of an id, a change to a
@@ -138,98 +197,105 @@ impl Targets {
                 if self.ids.contains_key(id) || self.names.contains_key(&e.name) {
                     return;
                 }
+                let target = Target {
+                    id: id.to_string(),
+                    name: e.name.clone(),
+                    description: e.description.clone(),
+                    agent_type: e.agent_type.clone(),
+                    capabilities: e.capabilities.clone(),
+                    boundaries: e.boundaries.clone(),
+                    config: e.config.clone(),
+                    status: TargetStatus::Available,
+                    current_agent_guid: None,
+                    health_check: e.health_check.clone(),
+                    last_health_check_ms: None,
+                    health_status: HealthStatus::Unknown,
+                    last_error: None,
+                    disabled_reason: None,
+                    registered_by: e.registered_by.clone(),
+                    registered_by_actor: envelope.actor.clone(),
+                    registered_at_ms: time,
+                    updated_at_ms: time,
+                    last_used_at_ms: None,
+                    use_count: 0,
+                    tags: e.tags.clone(),
+                    max_agents: e.max_agents.unwrap_or(1),
+                    spin_ups_in_flight: 0,
+                    spin_ups_live: 0,
+                    last_spin_up_failure_ms: None,
+                    registered_sequence: sequence,
+                };
+                self.index(&target);
                 self.ids.insert(id.to_string(), sequence);
                 self.names.insert(e.name.clone(), sequence);
-                self.by_registration.insert(
-                    sequence,
-                    Target {
-                        id: id.to_string(),
-                        name: e.name.clone(),
-                        description: e.description.clone(),
-                        agent_type: e.agent_type.clone(),
-                        capabilities: e.capabilities.clone(),
-                        boundaries: e.boundaries.clone(),
-                        config: e.config.clone(),
-                        status: TargetStatus::Available,
-                        current_agent_guid: None,
-                        health_check: e.health_check.clone(),
-                        last_health_check_ms: None,
-                        health_status: HealthStatus::Unknown,
-                        last_error: None,
-                        disabled_reason: None,
-                        registered_by: e.registered_by.clone(),
-                        registered_by_actor: envelope.actor.clone(),
-                        registered_at_ms: time,
-                        updated_at_ms: time,
-                        last_used_at_ms: None,
-                        use_count: 0,
-                        tags: e.tags.clone(),
-                        max_agents: e.max_agents.unwrap_or(1),
-                        spin_ups_in_flight: 0,
-                        version: sequence,
-                    },
-                );
+                self.by_registration.insert(sequence, Arc::new(target));
             }
             Event::TargetUpdated(e) => {
-                let Some(t) = self.get_mut(id) else { return };
-                if let Some(v) = &e.description {
-                    t.description = Some(v.clone());
-                }
-                if let Some(v) = &e.capabilities {
-                    t.capabilities = v.clone();
-                }
-                if let Some(v) = &e.boundaries {
-                    t.boundaries = v.clone();
-                }
-                if let Some(v) = &e.config {
-                    t.config = v.clone();
-                }
-                if let Some(v) = &e.health_check {
-                    t.health_check = Some(v.clone());
-                }
-                if let Some(v) = &e.tags {
-                    t.tags = v.clone();
-                }
-                if let Some(v) = e.max_agents {
-                    t.max_agents = v;
-                }
-                t.updated_at_ms = time;
-                t.version = sequence;
+                self.update(id, |t| {
+                    if let Some(v) = &e.description {
+                        t.description = Some(v.clone());
+                    }
+                    if let Some(v) = &e.capabilities {
+                        t.capabilities = v.clone();
+                    }
+                    if let Some(v) = &e.boundaries {
+                        t.boundaries = v.clone();
+                    }
+                    if let Some(v) = &e.config {
+                        t.config = v.clone();
+                    }
+                    if let Some(v) = &e.health_check {
+                        t.health_check = Some(v.clone());
+                    }
+                    if let Some(v) = &e.tags {
+                        t.tags = v.clone();
+                    }
+                    if let Some(v) = e.max_agents {
+                        t.max_agents = v;
+                    }
+                    t.updated_at_ms = time;
+                });
             }
             Event::TargetEnabled(_) => {
-                let Some(t) = self.get_mut(id) else { return };
-                t.status = TargetStatus::Available;
-                t.last_error = None;
-                t.disabled_reason = None;
-                t.updated_at_ms = time;
-                t.version = sequence;
+                self.update(id, |t| {
+                    // Enabled again while an agent it started is there: in use.
+                    t.status = if t.current_agent_guid.is_some() {
+                        TargetStatus::InUse
+                    } else {
+                        TargetStatus::Available
+                    };
+                    t.last_error = None;
+                    t.disabled_reason = None;
+                    t.updated_at_ms = time;
+                });
             }
             Event::TargetDisabled(e) => {
-                let Some(t) = self.get_mut(id) else { return };
-                t.status = TargetStatus::Disabled;
-                t.last_error = None;
-                t.disabled_reason = e.reason.clone();
-                t.updated_at_ms = time;
-                t.version = sequence;
+                self.update(id, |t| {
+                    t.status = TargetStatus::Disabled;
+                    t.last_error = None;
+                    t.disabled_reason = e.reason.clone();
+                    t.updated_at_ms = time;
+                });
+            }
+            Event::TargetHealthChecked(e) => {
+                self.update(id, |t| {
+                    t.health_status = if e.healthy {
+                        HealthStatus::Healthy
+                    } else {
+                        HealthStatus::Unhealthy
+                    };
+                    t.last_health_check_ms = Some(time);
+                    t.last_error = if e.healthy { None } else { e.error.clone() };
+                });
             }
             Event::TargetRemoved(_) => {
                 let Some(seq) = self.ids.remove(id) else {
                     return;
                 };
                 if let Some(t) = self.by_registration.remove(&seq) {
+                    self.unindex(&t);
                     self.names.remove(&t.name);
                 }
-            }
-            Event::TargetHealthChecked(e) => {
-                let Some(t) = self.get_mut(id) else { return };
-                t.health_status = if e.healthy {
-                    HealthStatus::Healthy
-                } else {
-                    HealthStatus::Unhealthy
-                };
-                t.last_health_check_ms = Some(time);
-                t.last_error = if e.healthy { None } else { e.error.clone() };
-                t.version = sequence;
             }
             // Only target events are routed here (by aggregate kind).
             _ => {}

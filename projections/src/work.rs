@@ -1,14 +1,19 @@
-//! Work items and agents of one project. They are folded together because events of one
-//! aggregate update the other's read model: `work.assigned` takes a slot of the agent,
-//! `agent.offline` frees the leases the agent held.
+//! The work items of one project, with the indexes that keep every command and every page
+//! cheap whatever the backlog: list order, per status, pending by route, and assignments
+//! waiting to be accepted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use events::work::{AfterFailure, RoutingReason};
 use events::{Envelope, Event};
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+use crate::agents::{Agent, AgentStatus, Agents};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WorkStatus {
     Pending,
@@ -106,77 +111,57 @@ pub struct Work {
     pub error: Option<WorkError>,
     pub cancelled_at_ms: Option<u64>,
     pub updated_at_ms: u64,
-    /// Stream sequence of `work.submitted`: FIFO order within a priority.
+    /// Stream sequence of `work.submitted`: the item's place in FIFO order, and its key.
     pub submitted_sequence: u64,
-    /// Stream sequence of the last event on the item's own subject: what an append to it
-    /// must expect. Events of other aggregates that touch the item leave it alone.
-    pub version: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AgentStatus {
-    Online,
-    Offline,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Agent {
-    pub id: String,
-    pub agent_type: String,
-    pub capabilities: Vec<String>,
-    pub boundaries: Vec<String>,
-    pub max_concurrent_tasks: u32,
-    pub idle_timeout_ms: Option<u64>,
-    pub hostname: Option<String>,
-    pub handle: Option<String>,
-    pub spin_up_id: Option<String>,
-    pub target_id: Option<String>,
-    pub status: AgentStatus,
-    pub offline_reason: Option<String>,
-    /// Work items it holds a lease on.
-    pub active: BTreeSet<String>,
-    pub shutdown_requested: Option<String>,
-    pub shutdown_requested_at_ms: Option<u64>,
-    pub registered_at_ms: u64,
-    /// Its latest registration (a rejoin after going offline included): liveness is never
-    /// measured from before it.
-    pub last_registered_at_ms: u64,
-    /// Last time it received or finished work (idle detection starts here).
-    pub last_activity_ms: u64,
-    pub completed_count: u64,
-    pub failed_count: u64,
-    pub version: u64,
-}
-
-impl Agent {
-    pub fn free_slots(&self) -> u32 {
-        self.max_concurrent_tasks
-            .saturating_sub(self.active.len() as u32)
+impl Work {
+    /// Where the item stands in list and queue order: priority first, then age.
+    pub fn order(&self) -> OrderKey {
+        (Reverse(self.priority), self.submitted_sequence)
     }
 
-    pub fn is_available(&self) -> bool {
-        self.status == AgentStatus::Online
-            && self.shutdown_requested.is_none()
-            && self.free_slots() > 0
+    pub fn route(&self) -> Route {
+        (self.capability.clone(), self.boundary.clone())
     }
 }
+
+/// List and queue order: highest priority first, then oldest first.
+pub type OrderKey = (Reverse<u8>, u64);
+
+/// What an item needs of an agent: (capability, boundary).
+pub type Route = (String, String);
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkItems {
-    items: BTreeMap<String, Work>,
-    /// Items that may be assigned: (priority descending, submission order).
-    queue: BTreeSet<(std::cmp::Reverse<u8>, u64, String)>,
+    /// By `submitted_sequence`.
+    items: OrdMap<u64, Arc<Work>>,
+    ids: OrdMap<String, u64>,
+    /// Every item, in list order.
+    all: OrdSet<OrderKey>,
+    by_status: OrdMap<WorkStatus, OrdSet<OrderKey>>,
+    /// Pending items by what they need, each bucket in queue order.
+    pending: OrdMap<Route, OrdSet<OrderKey>>,
+    /// Assigned (not yet accepted) items, by when they were assigned.
+    awaiting_accept: OrdSet<(u64, u64)>,
 }
 
 impl WorkItems {
     pub fn get(&self, id: &str) -> Option<&Work> {
-        self.items.get(id)
+        self.ids.get(id).and_then(|seq| self.by_sequence(*seq))
     }
 
+    fn by_sequence(&self, seq: u64) -> Option<&Work> {
+        self.items.get(&seq).map(|w| w.as_ref())
+    }
+
+    fn at(&self, key: &OrderKey) -> Option<&Work> {
+        self.by_sequence(key.1)
+    }
+
+    /// Every item, in submission order.
     pub fn iter(&self) -> impl Iterator<Item = &Work> {
-        self.items.values()
+        self.items.values().map(|w| w.as_ref())
     }
 
     pub fn len(&self) -> usize {
@@ -187,140 +172,196 @@ impl WorkItems {
         self.items.is_empty()
     }
 
+    /// How many items have `status`.
+    pub fn count(&self, status: WorkStatus) -> usize {
+        self.by_status.get(&status).map_or(0, OrdSet::len)
+    }
+
+    /// Items of `status` (all, when `None`) in list order, from `after` (exclusive) on.
+    pub fn listed(
+        &self,
+        status: Option<WorkStatus>,
+        after: Option<OrderKey>,
+    ) -> Box<dyn Iterator<Item = &Work> + '_> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        let set = match status {
+            Some(s) => match self.by_status.get(&s) {
+                Some(set) => set,
+                None => return Box::new(std::iter::empty()),
+            },
+            None => &self.all,
+        };
+        Box::new(set.range((from, Unbounded)).filter_map(|k| self.at(k)))
+    }
+
     /// Pending items, highest priority first, then oldest first.
     pub fn queue(&self) -> impl Iterator<Item = &Work> {
-        self.queue
-            .iter()
-            .filter_map(|(_, _, id)| self.items.get(id))
+        self.listed(Some(WorkStatus::Pending), None)
     }
 
-    fn set_status(&mut self, id: &str, status: WorkStatus) {
-        let Some(w) = self.items.get_mut(id) else {
-            return;
-        };
-        let key = (
-            std::cmp::Reverse(w.priority),
-            w.submitted_sequence,
-            w.id.clone(),
-        );
-        w.status = status;
+    /// The routes that have pending items, and their items in queue order.
+    pub fn pending_by_route(&self) -> impl Iterator<Item = (&Route, impl Iterator<Item = &Work>)> {
+        self.pending
+            .iter()
+            .map(|(route, set)| (route, set.iter().filter_map(|k| self.at(k))))
+    }
+
+    /// Assigned items whose assignment is older than `before_ms`, oldest first.
+    pub fn assigned_before(&self, before_ms: u64) -> impl Iterator<Item = &Work> {
+        self.awaiting_accept
+            .range(..(before_ms, 0))
+            .filter_map(|(_, seq)| self.by_sequence(*seq))
+    }
+
+    /// Removes an item's entries from the indexes that depend on its state (its order and
+    /// route never change).
+    fn unindex(&mut self, w: &Work, status: WorkStatus, assigned_at_ms: Option<u64>) {
+        let key = w.order();
+        if let Some(set) = self.by_status.get_mut(&status) {
+            set.remove(&key);
+        }
         if status == WorkStatus::Pending {
-            self.queue.insert(key);
-        } else {
-            self.queue.remove(&key);
+            let route = w.route();
+            if let Some(bucket) = self.pending.get_mut(&route) {
+                bucket.remove(&key);
+                if bucket.is_empty() {
+                    self.pending.remove(&route);
+                }
+            }
+        }
+        if status == WorkStatus::Assigned {
+            if let Some(at) = assigned_at_ms {
+                self.awaiting_accept.remove(&(at, w.submitted_sequence));
+            }
         }
     }
-}
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Agents {
-    agents: BTreeMap<String, Agent>,
-}
-
-impl Agents {
-    pub fn get(&self, id: &str) -> Option<&Agent> {
-        self.agents.get(id)
+    fn index(&mut self, w: &Work) {
+        let key = w.order();
+        self.by_status.entry(w.status).or_default().insert(key);
+        if w.status == WorkStatus::Pending {
+            self.pending.entry(w.route()).or_default().insert(key);
+        }
+        if w.status == WorkStatus::Assigned {
+            if let Some(at) = w.assigned_at_ms {
+                self.awaiting_accept.insert((at, w.submitted_sequence));
+            }
+        }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Agent> {
-        self.agents.values()
+    pub(crate) fn insert(&mut self, w: Work) {
+        self.all.insert(w.order());
+        self.index(&w);
+        self.ids.insert(w.id.clone(), w.submitted_sequence);
+        self.items.insert(w.submitted_sequence, Arc::new(w));
     }
 
-    pub fn len(&self) -> usize {
-        self.agents.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.agents.is_empty()
+    /// Changes one item, keeping every index in step. `false` when there is no such item.
+    pub(crate) fn update(&mut self, id: &str, change: impl FnOnce(&mut Work)) -> bool {
+        let Some(seq) = self.ids.get(id).copied() else {
+            return false;
+        };
+        let Some(mut entry) = self.items.remove(&seq) else {
+            return false;
+        };
+        let (status, assigned_at_ms) = (entry.status, entry.assigned_at_ms);
+        // Copies the item only if an earlier version of the state still shares it.
+        change(Arc::make_mut(&mut entry));
+        self.unindex(&entry, status, assigned_at_ms);
+        self.index(&entry);
+        self.items.insert(seq, entry);
+        true
     }
 }
 
 /// Ends the lease an item holds, then does what `then` says.
 fn end_lease(work: &mut WorkItems, agents: &mut Agents, id: &str, then: &AfterFailure, time: u64) {
-    let Some(w) = work.items.get_mut(id) else {
-        return;
-    };
-    if let Some(agent) = w.assigned_to.take().and_then(|a| agents.agents.get_mut(&a)) {
-        agent.active.remove(id);
-        agent.last_activity_ms = time;
+    let mut holder = None;
+    work.update(id, |w| {
+        holder = w.assigned_to.take();
+        w.lease_id = None;
+        w.updated_at_ms = time;
+        w.status = match then {
+            AfterFailure::Retry { at_ms } => {
+                w.not_before_ms = Some(*at_ms);
+                WorkStatus::Pending
+            }
+            AfterFailure::DeadLettered => WorkStatus::DeadLettered,
+            AfterFailure::Failed => WorkStatus::Failed,
+        };
+    });
+    if let Some(agent) = holder {
+        agents.update(&agent, |a| {
+            a.active.remove(id);
+            a.last_activity_ms = time;
+        });
     }
-    w.lease_id = None;
-    w.updated_at_ms = time;
-    let status = match then {
-        AfterFailure::Retry { at_ms } => {
-            w.not_before_ms = Some(*at_ms);
-            WorkStatus::Pending
-        }
-        AfterFailure::DeadLettered => WorkStatus::DeadLettered,
-        AfterFailure::Failed => WorkStatus::Failed,
-    };
-    work.set_status(id, status);
 }
 
 /// Whether `agent` holds the item's current lease `lease`.
 fn holds(work: &WorkItems, id: &str, agent: &str, lease: &str) -> bool {
-    work.items.get(id).is_some_and(|w| {
+    work.get(id).is_some_and(|w| {
         w.status.is_leased()
             && w.lease_id.as_deref() == Some(lease)
             && w.assigned_to.as_deref() == Some(agent)
     })
 }
 
+/// Folds work and agent events. They are folded together because events of one aggregate
+/// change the other's read model: `work.assigned` takes a slot of the agent; a lease that
+/// ends frees one. Events that do not fit the state are ignored, the same live and in a
+/// replay.
 pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, envelope: &Envelope) {
     let time = envelope.time_ms;
     let id = envelope.aggregate_id.as_str();
     match &envelope.event {
         Event::WorkSubmitted(e) => {
-            if work.items.contains_key(id) {
+            if work.get(id).is_some() {
                 return;
             }
-            work.items.insert(
-                id.to_string(),
-                Work {
-                    id: id.to_string(),
-                    task_id: e.task_id.clone(),
-                    description: e.description.clone(),
-                    capability: e.capability.clone(),
-                    boundary: e.boundary.clone(),
-                    priority: e.priority,
-                    preferred_agent_type: e.preferred_agent_type.clone(),
-                    required_agent_type: e.required_agent_type.clone(),
-                    deadline: e.deadline.clone(),
-                    context_data: e.context_data.clone(),
-                    max_attempts: e.max_attempts,
-                    idempotency_key: e.idempotency_key.clone(),
-                    status: WorkStatus::Cancelled,
-                    submitted_by: envelope.actor.clone(),
-                    offered_at_ms: time,
-                    attempts: 0,
-                    assigned_to: None,
-                    lease_id: None,
-                    assigned_at_ms: None,
-                    started_at_ms: None,
-                    progress: None,
-                    progress_message: None,
-                    routing: None,
-                    not_before_ms: None,
-                    result: None,
-                    error: None,
-                    cancelled_at_ms: None,
-                    updated_at_ms: time,
-                    submitted_sequence: sequence,
-                    version: sequence,
-                },
-            );
-            work.set_status(id, WorkStatus::Pending);
+            work.insert(Work {
+                id: id.to_string(),
+                task_id: e.task_id.clone(),
+                description: e.description.clone(),
+                capability: e.capability.clone(),
+                boundary: e.boundary.clone(),
+                priority: e.priority,
+                preferred_agent_type: e.preferred_agent_type.clone(),
+                required_agent_type: e.required_agent_type.clone(),
+                deadline: e.deadline.clone(),
+                context_data: e.context_data.clone(),
+                max_attempts: e.max_attempts,
+                idempotency_key: e.idempotency_key.clone(),
+                status: WorkStatus::Pending,
+                submitted_by: envelope.actor.clone(),
+                offered_at_ms: time,
+                attempts: 0,
+                assigned_to: None,
+                lease_id: None,
+                assigned_at_ms: None,
+                started_at_ms: None,
+                progress: None,
+                progress_message: None,
+                routing: None,
+                not_before_ms: None,
+                result: None,
+                error: None,
+                cancelled_at_ms: None,
+                updated_at_ms: time,
+                submitted_sequence: sequence,
+            });
         }
         Event::WorkAssigned(e) => {
             let assignable = work
-                .items
                 .get(id)
                 .is_some_and(|w| w.status == WorkStatus::Pending)
-                && agents.agents.contains_key(&e.agent_id);
+                && agents.get(&e.agent_id).is_some();
             if !assignable {
                 return;
             }
-            if let Some(w) = work.items.get_mut(id) {
+            work.update(id, |w| {
+                w.status = WorkStatus::Assigned;
                 w.assigned_to = Some(e.agent_id.clone());
                 w.lease_id = Some(e.lease_id.clone());
                 w.assigned_at_ms = Some(time);
@@ -331,136 +372,123 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 w.routing = Some(e.reason.clone());
                 w.not_before_ms = None;
                 w.updated_at_ms = time;
-                w.version = sequence;
-            }
-            work.set_status(id, WorkStatus::Assigned);
-            if let Some(agent) = agents.agents.get_mut(&e.agent_id) {
-                agent.active.insert(id.to_string());
-                agent.last_activity_ms = time;
-            }
+            });
+            agents.update(&e.agent_id, |a| {
+                a.active.insert(id.to_string());
+                a.last_activity_ms = time;
+            });
         }
         Event::WorkStarted(e) => {
             if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
-            if let Some(w) = work.items.get_mut(id) {
+            work.update(id, |w| {
+                w.status = WorkStatus::InProgress;
                 w.started_at_ms = Some(time);
                 w.updated_at_ms = time;
-                w.version = sequence;
-            }
-            work.set_status(id, WorkStatus::InProgress);
+            });
         }
         Event::WorkProgressed(e) => {
             if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
-            if let Some(w) = work.items.get_mut(id) {
+            work.update(id, |w| {
                 if e.progress.is_some() {
                     w.progress = e.progress;
                 }
                 w.progress_message = Some(e.message.clone());
                 w.updated_at_ms = time;
-                w.version = sequence;
-            }
+            });
         }
         Event::WorkCompleted(e) => {
             if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
-            if let Some(agent) = agents.agents.get_mut(&e.agent_id) {
-                agent.active.remove(id);
-                agent.completed_count += 1;
-                agent.last_activity_ms = time;
-            }
-            if let Some(w) = work.items.get_mut(id) {
+            agents.update(&e.agent_id, |a| {
+                a.active.remove(id);
+                a.completed_count += 1;
+                a.last_activity_ms = time;
+            });
+            work.update(id, |w| {
                 // The lease stays recorded: a repeated report from it is recognised as such.
+                w.status = WorkStatus::Completed;
                 w.progress = Some(100);
                 w.error = None;
-                w.result = Some(crate::work::WorkResult {
+                w.result = Some(WorkResult {
                     summary: e.summary.clone(),
                     output: e.output.clone(),
                     artifacts: e.artifacts.clone(),
                     completed_at_ms: time,
                 });
                 w.updated_at_ms = time;
-                w.version = sequence;
-            }
-            work.set_status(id, WorkStatus::Completed);
+            });
         }
         Event::WorkFailed(e) => {
             if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
-            if let Some(agent) = agents.agents.get_mut(&e.agent_id) {
-                agent.failed_count += 1;
-            }
-            if let Some(w) = work.items.get_mut(id) {
+            agents.update(&e.agent_id, |a| a.failed_count += 1);
+            work.update(id, |w| {
                 w.error = Some(WorkError {
                     message: e.error.clone(),
                     recoverable: e.recoverable,
                     occurred_at_ms: time,
                 });
-                w.version = sequence;
-            }
+            });
             end_lease(work, agents, id, &e.then, time);
         }
         Event::WorkLeaseExpired(e) => {
             if !holds(work, id, &e.agent_id, &e.lease_id) {
                 return;
             }
-            if let Some(w) = work.items.get_mut(id) {
+            work.update(id, |w| {
                 w.error = Some(WorkError {
                     message: format!("lease expired: {}", e.reason),
                     recoverable: true,
                     occurred_at_ms: time,
                 });
-                w.version = sequence;
-            }
+            });
             end_lease(work, agents, id, &e.then, time);
         }
         Event::WorkCancelled(_) => {
-            let Some(w) = work.items.get(id) else { return };
-            if w.status.is_final() {
+            let Some(holder) = work
+                .get(id)
+                .filter(|w| !w.status.is_final())
+                .map(|w| w.assigned_to.clone())
+            else {
                 return;
+            };
+            if let Some(agent) = holder {
+                agents.update(&agent, |a| {
+                    a.active.remove(id);
+                    a.last_activity_ms = time;
+                });
             }
-            if let Some(agent) = w
-                .assigned_to
-                .clone()
-                .and_then(|a| agents.agents.get_mut(&a))
-            {
-                agent.active.remove(id);
-                agent.last_activity_ms = time;
-            }
-            if let Some(w) = work.items.get_mut(id) {
+            work.update(id, |w| {
+                w.status = WorkStatus::Cancelled;
                 w.assigned_to = None;
                 w.lease_id = None;
                 w.cancelled_at_ms = Some(time);
                 w.updated_at_ms = time;
-                w.version = sequence;
-            }
-            work.set_status(id, WorkStatus::Cancelled);
+            });
         }
         Event::WorkRetried(_) => {
             let retryable = work
-                .items
                 .get(id)
                 .is_some_and(|w| matches!(w.status, WorkStatus::DeadLettered | WorkStatus::Failed));
             if !retryable {
                 return;
             }
-            if let Some(w) = work.items.get_mut(id) {
+            work.update(id, |w| {
+                w.status = WorkStatus::Pending;
                 w.attempts = 0;
                 w.not_before_ms = None;
                 w.updated_at_ms = time;
-                w.version = sequence;
-            }
-            work.set_status(id, WorkStatus::Pending);
+            });
         }
         Event::AgentRegistered(e) => {
-            let agent = agents
-                .agents
-                .entry(id.to_string())
-                .or_insert_with(|| Agent {
+            let fresh = || {
+                Some(Agent {
                     id: id.to_string(),
                     agent_type: String::new(),
                     capabilities: vec![],
@@ -481,56 +509,53 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     last_activity_ms: time,
                     completed_count: 0,
                     failed_count: 0,
-                    version: sequence,
-                });
+                })
+            };
             // A re-registration (after a partition, say) brings it back with new settings;
-            // the leases it had were freed when it went offline.
-            agent.agent_type = e.agent_type.clone();
-            agent.capabilities = e.capabilities.clone();
-            agent.boundaries = e.boundaries.clone();
-            agent.max_concurrent_tasks = e.max_concurrent_tasks;
-            agent.idle_timeout_ms = e.idle_timeout_ms;
-            agent.hostname = e.hostname.clone();
-            agent.handle = e.handle.clone();
-            agent.spin_up_id = e.spin_up_id.clone();
-            agent.target_id = e.target_id.clone();
-            agent.status = AgentStatus::Online;
-            agent.offline_reason = None;
-            agent.shutdown_requested = None;
-            agent.shutdown_requested_at_ms = None;
-            agent.last_registered_at_ms = time;
-            agent.last_activity_ms = time;
-            agent.version = sequence;
+            // the leases it had ended when it went offline.
+            agents.upsert(id, fresh, |a| {
+                a.agent_type = e.agent_type.clone();
+                a.capabilities = e.capabilities.clone();
+                a.boundaries = e.boundaries.clone();
+                a.max_concurrent_tasks = e.max_concurrent_tasks;
+                a.idle_timeout_ms = e.idle_timeout_ms;
+                a.hostname = e.hostname.clone();
+                a.handle = e.handle.clone();
+                a.spin_up_id = e.spin_up_id.clone();
+                a.target_id = e.target_id.clone();
+                a.status = AgentStatus::Online;
+                a.offline_reason = None;
+                a.shutdown_requested = None;
+                a.shutdown_requested_at_ms = None;
+                a.last_registered_at_ms = time;
+                a.last_activity_ms = time;
+            });
         }
         Event::AgentWentOffline(e) => {
             // Only events of earlier versions carry freed leases; newer ones end each lease
             // with a `work.lease-expired` of its own, committed before this event.
             for freed in &e.freed {
                 if holds(work, &freed.work_id, id, &freed.lease_id) {
-                    // No `version` change: this event is on the agent's subject, and an
-                    // item's version is the sequence of the last event on its own subject.
-                    if let Some(w) = work.items.get_mut(&freed.work_id) {
+                    work.update(&freed.work_id, |w| {
                         w.error = Some(WorkError {
                             message: format!("agent {id} went offline: {}", e.reason),
                             recoverable: true,
                             occurred_at_ms: time,
                         });
-                    }
+                    });
                     end_lease(work, agents, &freed.work_id, &freed.then, time);
                 }
             }
-            if let Some(agent) = agents.agents.get_mut(id) {
-                agent.status = AgentStatus::Offline;
-                agent.offline_reason = Some(e.reason.clone());
-                agent.version = sequence;
-            }
+            agents.update(id, |a| {
+                a.status = AgentStatus::Offline;
+                a.offline_reason = Some(e.reason.clone());
+            });
         }
         Event::AgentShutdownRequested(e) => {
-            if let Some(agent) = agents.agents.get_mut(id) {
-                agent.shutdown_requested = Some(e.reason.clone());
-                agent.shutdown_requested_at_ms = Some(time);
-                agent.version = sequence;
-            }
+            agents.update(id, |a| {
+                a.shutdown_requested = Some(e.reason.clone());
+                a.shutdown_requested_at_ms = Some(time);
+            });
         }
         // Only work and agent events are routed here (by aggregate kind).
         _ => {}

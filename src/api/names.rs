@@ -131,6 +131,7 @@ words! {
         Work = "work",
         Agent = "agent",
         SpinUp = "spinup",
+        Writer = "writer",
     }
 }
 
@@ -141,6 +142,7 @@ impl From<AggregateName> for events::AggregateKind {
             AggregateName::Work => events::AggregateKind::Work,
             AggregateName::Agent => events::AggregateKind::Agent,
             AggregateName::SpinUp => events::AggregateKind::SpinUp,
+            AggregateName::Writer => events::AggregateKind::Writer,
         }
     }
 }

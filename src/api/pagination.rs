@@ -1,6 +1,11 @@
 //! Cursors in the original's format: base64url (no padding) of JSON
 //! `{offset, limit, filterHash}`, where `filterHash` ties a cursor to the filters it was
 //! made with. Unlike the original, a cursor that does not decode is a 400, not a 500.
+//!
+//! A next-page cursor also carries `after`, the position of the page's last row in the
+//! list's order, so the next page starts there at once instead of counting `offset` rows
+//! (the original's clients treat cursors as opaque, so the extra field changes nothing
+//! for them). Lists that cannot start at a position use `offset`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,12 +25,16 @@ struct Cursor {
     limit: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     filter_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
     pub offset: usize,
     pub limit: usize,
+    /// Where the previous page ended, in the list's own terms (see the module's notes).
+    pub after: Option<String>,
 }
 
 pub struct PageLinks {
@@ -50,11 +59,12 @@ pub fn filter_hash(filters: &[(&str, Option<&str>)]) -> String {
     hex::encode(Sha256::digest(json.as_bytes()))[..16].to_string()
 }
 
-fn encode(offset: usize, limit: usize, hash: &str) -> String {
+fn encode(offset: usize, limit: usize, hash: &str, after: Option<String>) -> String {
     let cursor = Cursor {
         offset: offset as i64,
         limit: limit as i64,
         filter_hash: Some(hash.to_string()),
+        after,
     };
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cursor).unwrap_or_default())
 }
@@ -66,6 +76,7 @@ pub fn page(cursor: Option<&str>, limit: Option<i64>, hash: &str) -> Result<Page
         return Ok(Page {
             offset: 0,
             limit: limit.map_or(DEFAULT_LIMIT, |l| l as usize),
+            after: None,
         });
     };
     let invalid = || {
@@ -89,16 +100,31 @@ pub fn page(cursor: Option<&str>, limit: Option<i64>, hash: &str) -> Result<Page
     Ok(Page {
         offset: decoded.offset as usize,
         limit: limit.map_or((decoded.limit as usize).min(MAX_LIMIT), |l| l as usize),
+        after: decoded.after,
     })
 }
 
-pub fn links(page: Page, count: usize, total: usize, hash: &str) -> PageLinks {
+/// The cursors around a page of `count` rows out of `total`; `last` is the position of the
+/// page's last row, for lists that can start at a position.
+pub fn links(
+    page: &Page,
+    count: usize,
+    total: usize,
+    hash: &str,
+    last: Option<String>,
+) -> PageLinks {
     let has_more = page.offset + count < total;
     PageLinks {
         has_more,
-        next_cursor: has_more.then(|| encode(page.offset + count, page.limit, hash)),
-        prev_cursor: (page.offset > 0)
-            .then(|| encode(page.offset.saturating_sub(page.limit), page.limit, hash)),
+        next_cursor: has_more.then(|| encode(page.offset + count, page.limit, hash, last)),
+        prev_cursor: (page.offset > 0).then(|| {
+            encode(
+                page.offset.saturating_sub(page.limit),
+                page.limit,
+                hash,
+                None,
+            )
+        }),
     }
 }
 
@@ -114,19 +140,24 @@ mod tests {
             first,
             Page {
                 offset: 0,
-                limit: 2
+                limit: 2,
+                after: None,
             }
         );
-        let l = links(first, 2, 5, &hash);
+        let l = links(&first, 2, 5, &hash, Some("b".into()));
         assert!(l.has_more && l.prev_cursor.is_none());
         let second = page(l.next_cursor.as_deref(), None, &hash).unwrap();
         assert_eq!(
             second,
             Page {
                 offset: 2,
-                limit: 2
+                limit: 2,
+                after: Some("b".into()),
             }
         );
+        let back = links(&second, 2, 5, &hash, Some("d".into()));
+        let first_again = page(back.prev_cursor.as_deref(), None, &hash).unwrap();
+        assert_eq!((first_again.offset, first_again.after), (0, None));
         let other = filter_hash(&[("status", Some("disabled"))]);
         assert!(page(l.next_cursor.as_deref(), None, &other).is_err());
     }

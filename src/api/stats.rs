@@ -2,7 +2,6 @@
 //! and `/metrics` in Prometheus text format. All derived from the projected state.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -10,7 +9,6 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use projections::{SpinUpStatus, WorkStatus};
 
 use super::error::ApiError;
 use super::{AppState, Tag};
@@ -228,96 +226,20 @@ impl StatsApi {
     }
 }
 
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// `/metrics`: Prometheus text format.
+/// `/metrics`: OpenMetrics text, as Prometheus scrapes it.
 #[poem::handler]
 pub fn metrics(app: Data<&Arc<AppState>>) -> poem::Response {
-    let mut out = String::new();
-    let (assignment, sequence) = app.commands.projection().read(|s| {
-        let _ = writeln!(out, "# HELP weft_work_items Work items by project and status.\n# TYPE weft_work_items gauge");
-        for (name, p) in &s.projects {
-            for status in WorkStatus::ALL {
-                let n = p.work.iter().filter(|w| w.status == status).count();
-                let _ = writeln!(out, "weft_work_items{{project=\"{}\",status=\"{}\"}} {n}", label(name), status.as_str());
-            }
-        }
-        let _ = writeln!(out, "# HELP weft_agents Agents by project and status.\n# TYPE weft_agents gauge");
-        for (name, p) in &s.projects {
-            let c = live::project_counts(p);
-            for status in ["online", "busy", "offline"] {
-                let n = c.agents_by_status.get(status).copied().unwrap_or(0);
-                let _ = writeln!(out, "weft_agents{{project=\"{}\",status=\"{status}\"}} {n}", label(name));
-            }
-        }
-        let _ = writeln!(out, "# HELP weft_spin_ups Spin-ups by project and outcome.\n# TYPE weft_spin_ups gauge");
-        for (name, p) in &s.projects {
-            for status in [SpinUpStatus::Triggered, SpinUpStatus::Started, SpinUpStatus::Completed, SpinUpStatus::Failed, SpinUpStatus::Stopped] {
-                let n = p.spin_ups.iter().filter(|x| x.status == status).count();
-                let _ = writeln!(out, "weft_spin_ups{{project=\"{}\",outcome=\"{}\"}} {n}", label(name), status.as_str());
-            }
-        }
-        // Submission to (latest) assignment of every item assigned so far.
-        let waits: Vec<f64> = s
-            .projects
-            .values()
-            .flat_map(|p| p.work.iter())
-            .filter_map(|w| Some((w.assigned_at_ms? as f64 - w.offered_at_ms as f64).max(0.0) / 1000.0))
-            .collect();
-        (waits, s.sequence)
+    let out = app.commands.projection().read(|s| {
+        crate::metrics::render(
+            s,
+            crate::metrics::Observed {
+                commit_seconds: &app.store.commit_seconds,
+                assignment_seconds: &app.coordinator.assignment_seconds,
+                websocket_clients: app.live.connections.load(Ordering::Relaxed),
+            },
+        )
     });
-    let histogram = |out: &mut String,
-                     name: &str,
-                     help: &str,
-                     bounds: &[f64],
-                     counts: &[u64],
-                     count: u64,
-                     sum: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, n) in bounds.iter().zip(counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
-        );
-    };
-    let bounds = crate::store::APPEND_BUCKETS;
-    let counts: Vec<u64> = bounds
-        .iter()
-        .map(|b| assignment.iter().filter(|w| **w <= *b).count() as u64)
-        .collect();
-    histogram(
-        &mut out,
-        "weft_assignment_latency_seconds",
-        "Time from submission to assignment.",
-        &bounds,
-        &counts,
-        assignment.len() as u64,
-        assignment.iter().sum(),
-    );
-    let (counts, count, sum) = app.store.append_latency.snapshot();
-    histogram(
-        &mut out,
-        "weft_event_append_seconds",
-        "Event appends, acknowledged or not.",
-        &bounds,
-        &counts,
-        count,
-        sum,
-    );
-    let _ = writeln!(out, "# HELP weft_event_log_sequence Last event folded into the live state.\n# TYPE weft_event_log_sequence gauge\nweft_event_log_sequence {sequence}");
-    let _ = writeln!(
-        out,
-        "# HELP weft_websocket_clients Open WebSocket connections.\n# TYPE weft_websocket_clients gauge\nweft_websocket_clients {}",
-        app.live.connections.load(Ordering::Relaxed)
-    );
     poem::Response::builder()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(out)
 }

@@ -73,21 +73,11 @@ impl Coordinator {
 
     /// A periodic check: skipped while one for the same target is still running.
     pub(super) async fn check_health_once(&self, project: &str, target: &str) {
-        let key = format!("{project}/{target}");
-        if !self
-            .checking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-        {
+        let Some(_running) = self.run_once(format!("health {project}/{target}")) else {
             return;
-        }
+        };
         if let Err(e) = self.check_health(&system(), project, target).await {
             tracing::debug!(project, target, "health check not recorded: {e:?}");
         }
-        self.checking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
     }
 }

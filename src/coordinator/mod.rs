@@ -36,8 +36,11 @@ pub struct Coordinator {
     liveness: Mutex<HashMap<String, Liveness>>,
     /// When this instance began to listen: its start, or its last reconnection to NATS.
     listening_since_ms: std::sync::atomic::AtomicU64,
-    /// Targets whose health check is running now.
-    checking: Mutex<HashSet<String>>,
+    /// Side effects running now (a target's health check, stopping a spin-up's agent), so
+    /// the scheduler's next look does not start the same one again.
+    running: Mutex<HashSet<String>>,
+    /// From an item being offered to its assignment, for the assignments this instance made.
+    pub assignment_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 pub fn system() -> CommandContext {
@@ -88,7 +91,8 @@ impl Coordinator {
             mechanisms: Mechanisms::default(),
             liveness: Mutex::default(),
             listening_since_ms: now_ms().into(),
-            checking: Mutex::default(),
+            running: Mutex::default(),
+            assignment_seconds: crate::metrics::latency_histogram(),
         })
     }
 
@@ -134,6 +138,20 @@ impl Coordinator {
         liveness.get(project)?.last_heard_ms.get(agent).copied()
     }
 
+    /// Claims the side effect `key` until the guard is dropped; `None` while it runs.
+    fn run_once(&self, key: String) -> Option<Running<'_>> {
+        let claimed = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        // Built only when claimed: its drop releases the claim.
+        claimed.then(|| Running {
+            coordinator: self,
+            key,
+        })
+    }
+
     /// Records a command's decision and carries out what its events ask for: pushes to
     /// agents, starting an agent for a spin-up, stopping what a failed one started.
     pub async fn run(
@@ -155,9 +173,12 @@ impl Coordinator {
             Event::WorkAssigned(a) => {
                 let pushed = self.commands.projection().read(|s| {
                     let w = s.project(project)?.work.get(id)?;
-                    (w.lease_id.as_deref() == Some(a.lease_id.as_str())).then(|| assignment(w))
+                    (w.lease_id.as_deref() == Some(a.lease_id.as_str()))
+                        .then(|| (assignment(w), w.offered_at_ms))
                 });
-                if let Some(message) = pushed {
+                if let Some((message, offered_at_ms)) = pushed {
+                    let waited_ms = recorded.envelope.time_ms.saturating_sub(offered_at_ms);
+                    self.assignment_seconds.observe(waited_ms as f64 / 1000.0);
                     tracing::debug!(project, work = id, agent = a.agent_id, "assigned");
                     self.push(
                         protocol::agent_subject(project, &a.agent_id, "assign"),
@@ -331,5 +352,22 @@ impl Coordinator {
             )
             .await?;
         Ok((!recorded.is_empty()).then_some(id))
+    }
+}
+
+/// A side effect in progress; see [`Coordinator::run_once`].
+struct Running<'a> {
+    coordinator: &'a Coordinator,
+    key: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .coordinator
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.key);
     }
 }

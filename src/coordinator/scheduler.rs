@@ -28,7 +28,7 @@ impl Coordinator {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                self.clone().run_due(&project).await;
+                self.run_due(&project).await;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -37,7 +37,7 @@ impl Coordinator {
         }
     }
 
-    async fn run_due(self: Arc<Self>, project: &str) {
+    async fn run_due(self: &Arc<Self>, project: &str) {
         let liveness = self.liveness_of(project);
         let now = now_ms();
         let duties = self.commands.projection().read(|s| {
@@ -49,40 +49,25 @@ impl Coordinator {
                 &mut || uuid::Uuid::new_v4().to_string(),
             )
         });
+        // Every decision at once: the project's writer commits them in one round.
+        let mut decisions = Vec::new();
         for duty in duties {
             match duty {
-                Duty::Decide(command) => {
+                Duty::Decide(command) => decisions.push(async move {
                     let ctx = caused_by(system(), cause(&command));
                     if let Err(e) = self.run(&ctx, project, *command).await {
-                        // The state moved since the rules looked (an agent took the item, say):
-                        // the next round decides again.
+                        // The state moved since the rules looked (an agent took the item,
+                        // say): the next round decides again.
                         tracing::debug!(project, "scheduled command not recorded: {e:?}");
                     }
-                }
+                }),
                 Duty::StopSpinUp { spin_up_id, reason } => {
-                    if self.stop_spin_up(project, &spin_up_id).await {
-                        let recorded = self
-                            .commands
-                            .execute(
-                                &system(),
-                                project,
-                                SpinUpCommand::RecordStopped {
-                                    spin_up_id: spin_up_id.clone(),
-                                    reason: reason.clone(),
-                                },
-                            )
-                            .await;
-                        if let Ok(r) = recorded.as_deref() {
-                            if !r.is_empty() {
-                                tracing::info!(
-                                    project,
-                                    spin_up = spin_up_id,
-                                    reason,
-                                    "stopped what the spin-up started"
-                                );
-                            }
-                        }
-                    }
+                    let this = self.clone();
+                    let project = project.to_string();
+                    // In its own task: stopping may take a round trip to a remote host.
+                    tokio::spawn(async move {
+                        this.stop_and_record(&project, &spin_up_id, &reason).await
+                    });
                 }
                 Duty::CheckHealth { target_id } => {
                     let this = self.clone();
@@ -91,6 +76,35 @@ impl Coordinator {
                     tokio::spawn(async move { this.check_health_once(&project, &target_id).await });
                 }
             }
+        }
+        futures::future::join_all(decisions).await;
+    }
+
+    async fn stop_and_record(&self, project: &str, spin_up_id: &str, reason: &str) {
+        let Some(_running) = self.run_once(format!("stop {project}/{spin_up_id}")) else {
+            return;
+        };
+        if !self.stop_spin_up(project, spin_up_id).await {
+            return;
+        }
+        let recorded = self
+            .commands
+            .execute(
+                &system(),
+                project,
+                SpinUpCommand::RecordStopped {
+                    spin_up_id: spin_up_id.into(),
+                    reason: reason.into(),
+                },
+            )
+            .await;
+        if recorded.is_ok_and(|r| !r.is_empty()) {
+            tracing::info!(
+                project,
+                spin_up = spin_up_id,
+                reason,
+                "stopped what the spin-up started"
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 use events::spin_up::{SpinUpStarted, SpinUpTriggered};
 use events::target::{HealthCheckSettings, LocalConfig, MechanismConfig, TargetRegistered};
 use events::Event;
-use projections::{AgentStatus, WorkStatus};
+use projections::{AgentStatus, SpinUpStatus, WorkStatus};
 
 use super::*;
 use crate::testing::World;

@@ -138,7 +138,7 @@ impl AgentsApi {
             .skip(page.offset)
             .take(page.limit)
             .collect();
-        let links = pagination::links(page, agents.len(), total, &hash);
+        let links = pagination::links(&page, agents.len(), total, &hash, None);
         Ok(Json(AgentList {
             count: agents.len(),
             agents,

@@ -103,7 +103,7 @@ impl TargetsApi {
                 .collect::<Vec<_>>();
             (views, total)
         });
-        let links = pagination::links(page, targets.len(), total, &hash);
+        let links = pagination::links(&page, targets.len(), total, &hash, None);
         Ok(ListResponse::Ok(
             Json(TargetList {
                 count: targets.len(),

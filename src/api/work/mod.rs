@@ -78,6 +78,22 @@ impl AppState {
     }
 }
 
+/// A row's place in list order, as a cursor carries it: `priority.sequence`.
+fn position((priority, sequence): projections::OrderKey) -> String {
+    format!("{}.{sequence}", priority.0)
+}
+
+fn parse_position(text: &str) -> Result<projections::OrderKey, ApiError> {
+    text.split_once('.')
+        .and_then(|(p, s)| Some((std::cmp::Reverse(p.parse().ok()?), s.parse().ok()?)))
+        .ok_or_else(|| {
+            ApiError::validation(
+                "cursor",
+                "is not a cursor returned by this API; start a new query without it",
+            )
+        })
+}
+
 /// The id of an item submitted with an idempotency key: the same key in the same project
 /// is the same item, whoever asks and however often.
 pub fn id_for_key(project: &str, key: &str) -> String {
@@ -215,34 +231,44 @@ impl WorkApi {
             ("assignedTo", assigned_to.0.as_deref()),
         ]);
         let page = pagination::page(cursor.0.as_deref(), limit.0, &hash)?;
-        let (items, total) = app.commands.projection().read(|s| {
+        let after = page.after.as_deref().map(parse_position).transpose()?;
+        let (items, total, last) = app.commands.projection().read(|s| {
             let Some(p) = s.project(&project) else {
-                return (Vec::new(), 0);
+                return (Vec::new(), 0, None);
             };
-            let mut matching: Vec<&Work> = p
-                .work
-                .iter()
-                .filter(|w| status.is_none_or(|st| w.status == st))
-                .filter(|w| boundary.as_ref().is_none_or(|b| &w.boundary == b))
-                .filter(|w| capability.0.as_ref().is_none_or(|c| &w.capability == c))
-                .filter(|w| {
-                    assigned_to
+            let other_filters =
+                boundary.is_some() || capability.0.is_some() || assigned_to.0.is_some();
+            let matches = |w: &&Work| {
+                boundary.as_ref().is_none_or(|b| &w.boundary == b)
+                    && capability.0.as_ref().is_none_or(|c| &w.capability == c)
+                    && assigned_to
                         .0
                         .as_ref()
                         .is_none_or(|a| w.assigned_to.as_ref() == Some(a))
-                })
-                .collect();
-            matching.sort_by_key(|w| (std::cmp::Reverse(w.priority), w.submitted_sequence));
-            let total = matching.len();
-            let views = matching
-                .into_iter()
-                .skip(page.offset)
+            };
+            // The status index gives the order and the count; only the other filters
+            // need a pass over the items of that status.
+            let total = if other_filters {
+                p.work.listed(status, None).filter(matches).count()
+            } else {
+                status.map_or(p.work.len(), |st| p.work.count(st))
+            };
+            let skip = if after.is_some() { 0 } else { page.offset };
+            let rows: Vec<&Work> = p
+                .work
+                .listed(status, after)
+                .filter(matches)
+                .skip(skip)
                 .take(page.limit)
+                .collect();
+            let last = rows.last().map(|w| position(w.order()));
+            let views = rows
+                .into_iter()
                 .map(|w| WorkView::new(&project, p, w))
                 .collect::<Vec<_>>();
-            (views, total)
+            (views, total, last)
         });
-        let links = pagination::links(page, items.len(), total, &hash);
+        let links = pagination::links(&page, items.len(), total, &hash, last);
         Ok(ListResponse::Ok(
             Json(WorkList {
                 count: items.len(),
