@@ -95,7 +95,7 @@ async fn elect(store: &EventStore, project: &str) -> Fence {
         sequence: 0,
     };
     match store
-        .commit(&[vec![election]], &expected, CommitMode::Pipelined)
+        .commit(&[&[election]], &expected, CommitMode::Pipelined)
         .await
         .remove(0)
     {
@@ -152,7 +152,7 @@ async fn main() {
     for i in 0..half {
         let s = Instant::now();
         let outcome = store
-            .commit(&[vec![envelope(i)]], &fence, CommitMode::Pipelined)
+            .commit(&[&[envelope(i)]], &fence, CommitMode::Pipelined)
             .await;
         assert!(matches!(outcome[0], Outcome::Stored(_)), "{outcome:?}");
         lat.push(s.elapsed());

@@ -186,7 +186,7 @@ async fn weft_ready(nats_url: &str) -> (Duration, f64) {
     let weft = support::start_weft(
         env!("CARGO_BIN_EXE_weft"),
         nats_url,
-        &[("WEFT_SNAPSHOT_EVERY", "0")],
+        &[("WEFT_SNAPSHOT_EVERY", "0"), ("LOG_LEVEL", "error")],
     )
     .await;
     let ready = t.elapsed();

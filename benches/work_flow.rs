@@ -121,18 +121,30 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000);
     let sync = std::env::var("BENCH_SYNC").unwrap_or_else(|_| "default".into());
+    // Slots per agent: items in flight at once are agents × capacity.
+    let capacity: u32 = std::env::var("BENCH_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+
     let server = support::nats_server(&sync);
+    // An external server's fsync policy is not visible to Weft: say so.
+    let mode = if sync == "always" {
+        "grouped"
+    } else {
+        "pipelined"
+    };
     let weft = support::start_weft(
         env!("CARGO_BIN_EXE_weft"),
         &server.url,
-        &[("WEFT_SNAPSHOT_EVERY", "0")],
+        &[("WEFT_SNAPSHOT_EVERY", "0"), ("WEFT_COMMIT_MODE", mode)],
     )
     .await;
     let base = weft.base.clone();
     let http = reqwest::Client::new();
     let client = async_nats::connect(&server.url).await.expect("connect");
     println!(
-        "{items} items, nats-server sync: {sync}, {} cores\n",
+        "{items} items, nats-server sync: {sync}, commit mode {mode}, {} cores, 4 agents × {capacity} slots\n",
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
 
@@ -143,7 +155,7 @@ async fn main() {
         tokio::spawn(agent(
             client.clone(),
             format!("bench-agent-{a}"),
-            16,
+            capacity,
             done.clone(),
             waiters.clone(),
         ));
@@ -197,26 +209,49 @@ async fn main() {
         &mut latencies,
     );
 
-    // Throughput: many submitters, until every item is completed.
+    // Throughput: many submitters, until every item is completed. Every 20th item is
+    // timed from submission to its assignment at the agent, under the load.
     let before = done.load(Ordering::SeqCst);
     let submitted = Arc::new(AtomicUsize::new(0));
+    let under_load = Arc::new(Mutex::new(Vec::new()));
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..32 {
-        let (http, base, submitted) = (http.clone(), base.clone(), submitted.clone());
+        let (http, base, submitted, waiters, under_load) = (
+            http.clone(),
+            base.clone(),
+            submitted.clone(),
+            waiters.clone(),
+            under_load.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = submitted.fetch_add(1, Ordering::SeqCst);
                 if i >= items {
                     break;
                 }
-                let r = http
-                    .post(format!("{base}/api/work"))
-                    .json(&body(i))
-                    .send()
-                    .await
-                    .expect("submit");
+                let mut request = http.post(format!("{base}/api/work")).json(&body(i));
+                let mut timed = None;
+                if i % 20 == 0 {
+                    let key = format!("load-{i}");
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let id = weft::api::work::id_for_key("default", &key);
+                    waiters.lock().expect("lock").insert(id, tx);
+                    request = request.header("Idempotency-Key", key);
+                    timed = Some((Instant::now(), rx));
+                }
+                let r = request.send().await.expect("submit");
                 assert_eq!(r.status(), 201);
+                if let Some((start, rx)) = timed {
+                    let under_load = under_load.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Ok(arrived)) =
+                            tokio::time::timeout(Duration::from_secs(60), rx).await
+                        {
+                            under_load.lock().expect("lock").push(arrived - start);
+                        }
+                    });
+                }
             }
         }));
     }
@@ -243,6 +278,13 @@ async fn main() {
         &mut [],
     );
     println!("{:<58} {:>10}", "  events per item", 4);
+    let mut under_load = under_load.lock().expect("lock").clone();
+    support::row(
+        "submit -> assignment at the agent, during the run above",
+        under_load.len(),
+        total,
+        &mut under_load,
+    );
 
     // The ceiling, on the same server: raw appends of a ~340-byte message.
     println!();

@@ -50,6 +50,11 @@ impl Inner {
             }
             None => self.state.sequence = self.state.sequence.max(sequence),
         }
+        self.fold_waiting(live);
+    }
+
+    /// Folds in the waiting events that come next.
+    fn fold_waiting(&mut self, live: &Live) {
         while let Some(entry) = self.waiting.first_entry() {
             let next = *entry.key();
             if next <= self.state.sequence {
@@ -132,6 +137,38 @@ impl Projection {
             inner.state.sequence
         };
         self.applied.send_replace(sequence);
+    }
+
+    /// Takes `state` as the project's state after `committed`, a writer's round whose events
+    /// it decided on exactly that state, numbered as they were stored: folding them again
+    /// would give the same state, so it is not done. Refused (the events come back) when
+    /// other events come first; fold those with [`Projection::apply_committed`].
+    pub fn install(
+        &self,
+        project: &str,
+        state: projections::Project,
+        committed: Vec<(u64, events::Envelope)>,
+    ) -> Result<(), Vec<(u64, events::Envelope)>> {
+        let (Some(&(first, _)), Some(&(last, _))) = (committed.first(), committed.last()) else {
+            return Ok(());
+        };
+        let sequence = {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            if inner.state.sequence + 1 != first {
+                return Err(committed);
+            }
+            inner.state.projects.insert(project.to_string(), state);
+            inner.state.sequence = last;
+            if self.live.receiver_count() > 0 {
+                for event in committed {
+                    let _ = self.live.send(Arc::new(event));
+                }
+            }
+            inner.fold_waiting(&self.live);
+            inner.state.sequence
+        };
+        self.applied.send_replace(sequence);
+        Ok(())
     }
 
     /// Folds in events as the log delivers them, in sequence order, under one lock.

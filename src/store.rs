@@ -213,7 +213,7 @@ impl EventStore {
     /// append fenced. One outcome per command.
     pub async fn commit(
         &self,
-        commands: &[Vec<Envelope>],
+        commands: &[&[Envelope]],
         fence: &Fence,
         mode: CommitMode,
     ) -> Vec<Outcome> {
@@ -224,9 +224,9 @@ impl EventStore {
     /// send the next round meanwhile: rounds sent on one connection are stored in the order
     /// they were sent. In [`CommitMode::Grouped`] the round is one atomic batch (the writer
     /// keeps it within [`MAX_BATCH`] events).
-    pub async fn send(&self, commands: &[Vec<Envelope>], fence: &Fence, mode: CommitMode) -> Sent {
+    pub async fn send(&self, commands: &[&[Envelope]], fence: &Fence, mode: CommitMode) -> Sent {
         let started = std::time::Instant::now();
-        let sizes: Vec<usize> = commands.iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = commands.iter().map(|c| c.len()).collect();
         // The client buffers publishes while disconnected and sends them after reconnecting,
         // so an append "failed" by timeout could still land later. Refuse up front instead.
         if self.client.connection_state() != async_nats::connection::State::Connected {
@@ -250,7 +250,7 @@ impl EventStore {
                 Acks::PerCommand(pending)
             }
             CommitMode::Grouped => {
-                let all: Vec<&Envelope> = commands.iter().flatten().collect();
+                let all: Vec<&Envelope> = commands.iter().copied().flatten().collect();
                 Acks::Group(self.publish(&all, fence).await, sizes)
             }
         };

@@ -167,6 +167,10 @@ struct Scratch {
 struct Round {
     decided: Vec<Decided>,
     base: u64,
+    /// The project's state after the round, as decided, and the sequence its first event
+    /// was numbered with: the committed state too, if the log stored them at those numbers.
+    after: Project,
+    first_sequence: u64,
     outcomes: JoinHandle<Vec<Outcome>>,
 }
 
@@ -241,6 +245,7 @@ impl Writer {
             })
         });
         let base = scratch.base;
+        let first_sequence = scratch.next_sequence;
         let time_ms = crate::time::now_ms();
         let mut decided = Vec::new();
         let mut events = 0;
@@ -276,18 +281,21 @@ impl Writer {
                 break;
             }
         }
-        let batches: Vec<Vec<Envelope>> = decided
+        let batches: Vec<&[Envelope]> = decided
             .iter()
-            .filter_map(|d| d.decision.as_ref().ok().filter(|e| !e.is_empty()).cloned())
+            .filter_map(|d| d.decision.as_deref().ok().filter(|e| !e.is_empty()))
             .collect();
         let sent = self
             .shared
             .store
             .send(&batches, &fence, self.shared.mode)
             .await;
+        let after = scratch.project.clone();
         self.in_flight.push_back(Round {
             decided,
             base,
+            after,
+            first_sequence,
             outcomes: tokio::spawn(sent.outcomes()),
         });
     }
@@ -300,6 +308,7 @@ impl Writer {
         };
         let mut settled = Settled::default();
         let mut failure = Failure::None;
+        let (after, first_sequence) = (round.after.clone(), round.first_sequence);
         settle(&self.project, round, outcomes, &mut failure, &mut settled);
         if failure != Failure::None {
             // Every later round was decided on top of this one.
@@ -311,7 +320,25 @@ impl Writer {
         }
 
         if let Some(&(last, _)) = settled.stored.last() {
-            self.shared.projection.apply_committed(settled.stored);
+            // Stored where they were numbered: the state the round was decided to is the
+            // committed one. Otherwise (another project's events came between) fold them.
+            let as_numbered = failure == Failure::None
+                && settled
+                    .stored
+                    .iter()
+                    .zip(first_sequence..)
+                    .all(|((stored, _), numbered)| *stored == numbered);
+            let stored = if as_numbered {
+                self.shared
+                    .projection
+                    .install(&self.project, after, settled.stored)
+                    .err()
+            } else {
+                Some(settled.stored)
+            };
+            if let Some(stored) = stored {
+                self.shared.projection.apply_committed(stored);
+            }
             if !self
                 .shared
                 .projection
@@ -454,7 +481,11 @@ impl Writer {
             let outcome = self
                 .shared
                 .store
-                .commit(&[vec![election.clone()]], &expected, CommitMode::Pipelined)
+                .commit(
+                    &[std::slice::from_ref(&election)],
+                    &expected,
+                    CommitMode::Pipelined,
+                )
                 .await
                 .into_iter()
                 .next();

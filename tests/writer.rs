@@ -54,7 +54,7 @@ async fn elect(store: &EventStore, project: &str, instance: &str, previous: u64)
     };
     let mut outcomes = store
         .commit(
-            &[vec![election(project, instance)]],
+            &[&[election(project, instance)]],
             &fence,
             CommitMode::Pipelined,
         )
@@ -91,8 +91,8 @@ async fn a_replaced_writer_cannot_append() {
         let outcomes = store
             .commit(
                 &[
-                    vec![removed("p", "x")],
-                    vec![removed("p", "y"), removed("p", "z")],
+                    &[removed("p", "x")],
+                    &[removed("p", "y"), removed("p", "z")],
                 ],
                 &fence_a,
                 mode,
@@ -111,8 +111,8 @@ async fn a_replaced_writer_cannot_append() {
         let outcomes = store
             .commit(
                 &[
-                    vec![removed("p", "x")],
-                    vec![removed("p", "y"), removed("p", "z")],
+                    &[removed("p", "x")],
+                    &[removed("p", "y"), removed("p", "z")],
                 ],
                 &fence_a,
                 mode,
@@ -138,7 +138,7 @@ async fn a_replaced_writer_cannot_append() {
     };
     stored(
         &store
-            .commit(&[vec![removed("p", "x")]], &fence_b, CommitMode::Grouped)
+            .commit(&[&[removed("p", "x")]], &fence_b, CommitMode::Grouped)
             .await[0],
     );
     // Another project has its own writer subject.

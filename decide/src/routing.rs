@@ -245,7 +245,7 @@ pub fn choose_target<'a>(
     let rule = policy.rule_for(work);
     let mut targets: Vec<&Target> = project
         .targets
-        .iter()
+        .serving(&work.route())
         .filter(|t| rule.served_by(t, work))
         .filter(|t| {
             can_start(

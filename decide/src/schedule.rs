@@ -217,12 +217,7 @@ pub fn spin_ups_for_unserved_work(
     assigned: &[String],
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<SpinUpCommand> {
-    let served = |route: &Route| {
-        project
-            .targets
-            .iter()
-            .any(|t| t.capabilities.contains(&route.0) && t.boundaries.contains(&route.1))
-    };
+    let served = |route: &Route| project.targets.serve(route);
     let mut on_their_way = routing::in_flight_targets(project);
     let mut promised: BTreeMap<String, u32> = BTreeMap::new();
     let mut out = Vec::new();

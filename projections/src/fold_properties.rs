@@ -383,6 +383,21 @@ proptest! {
                 let counted = project.targets.iter().filter(|t| t.status == status).count();
                 prop_assert_eq!(project.targets.count(status), counted);
             }
+            for target in project.targets.iter() {
+                for cap in &target.capabilities {
+                    for boundary in &target.boundaries {
+                        let route = (cap.clone(), boundary.clone());
+                        prop_assert!(project.targets.serving(&route).any(|t| t.id == target.id));
+                    }
+                }
+            }
+            let routes: std::collections::BTreeSet<(String, String)> = project.targets.iter()
+                .flat_map(|t| t.capabilities.iter().flat_map(move |c| t.boundaries.iter().map(move |b| (c.clone(), b.clone()))))
+                .collect();
+            for route in &routes {
+                let counted = project.targets.iter().filter(|t| t.capabilities.contains(&route.0) && t.boundaries.contains(&route.1)).count();
+                prop_assert_eq!(project.targets.serving(route).count(), counted);
+            }
         }
     }
 }

@@ -89,10 +89,15 @@ impl State {
             return Applied::AlreadyApplied;
         }
         self.sequence = sequence;
-        self.projects
-            .entry(envelope.project.clone())
-            .or_default()
-            .apply(sequence, envelope);
+        // Looked up before inserting: the project's name is copied once, not per event.
+        match self.projects.get_mut(&envelope.project) {
+            Some(project) => project.apply(sequence, envelope),
+            None => self
+                .projects
+                .entry(envelope.project.clone())
+                .or_default()
+                .apply(sequence, envelope),
+        }
         Applied::Yes
     }
 

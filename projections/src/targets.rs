@@ -5,6 +5,8 @@ use std::sync::Arc;
 use events::target::{HealthCheckSettings, MechanismConfig};
 use events::{Envelope, Event};
 use imbl::{OrdMap, OrdSet};
+
+use crate::work::Route;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -104,6 +106,8 @@ pub struct Targets {
     /// (due time, registration sequence) of every periodic health check.
     health_due: OrdSet<(u64, u64)>,
     by_status: OrdMap<TargetStatus, usize>,
+    /// Targets by the (capability, boundary) pairs they serve, in registration order.
+    serving: OrdMap<Route, OrdSet<u64>>,
 }
 
 impl Targets {
@@ -131,6 +135,15 @@ impl Targets {
         self.by_registration.values().map(|t| t.as_ref())
     }
 
+    /// In registration order, from after the target registered at `after` on.
+    pub fn listed(&self, after: Option<u64>) -> impl Iterator<Item = &Target> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.by_registration
+            .range((from, Unbounded))
+            .map(|(_, t)| t.as_ref())
+    }
+
     pub fn len(&self) -> usize {
         self.by_registration.len()
     }
@@ -141,6 +154,51 @@ impl Targets {
 
     pub fn count(&self, status: TargetStatus) -> usize {
         self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// The targets whose capabilities and boundaries cover `route`, in registration order
+    /// (whatever their status: the rules judge that).
+    pub fn serving<'a>(&'a self, route: &Route) -> impl Iterator<Item = &'a Target> + 'a {
+        self.serving
+            .get(route)
+            .into_iter()
+            .flat_map(|seqs| seqs.iter())
+            .filter_map(|seq| self.by_registration.get(seq))
+            .map(|t| t.as_ref())
+    }
+
+    /// Whether any target covers `route`.
+    pub fn serve(&self, route: &Route) -> bool {
+        self.serving.get(route).is_some_and(|s| !s.is_empty())
+    }
+
+    fn routes<'a>(
+        capabilities: &'a [String],
+        boundaries: &'a [String],
+    ) -> impl Iterator<Item = Route> + 'a {
+        capabilities
+            .iter()
+            .flat_map(move |c| boundaries.iter().map(move |b| (c.clone(), b.clone())))
+    }
+
+    fn add_routes(&mut self, t: &Target) {
+        for route in Self::routes(&t.capabilities, &t.boundaries) {
+            self.serving
+                .entry(route)
+                .or_default()
+                .insert(t.registered_sequence);
+        }
+    }
+
+    fn remove_routes(&mut self, capabilities: &[String], boundaries: &[String], seq: u64) {
+        for route in Self::routes(capabilities, boundaries) {
+            if let Some(seqs) = self.serving.get_mut(&route) {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    self.serving.remove(&route);
+                }
+            }
+        }
     }
 
     /// Targets whose periodic health check is due at `now_ms`.
@@ -180,7 +238,13 @@ impl Targets {
             return false;
         };
         self.unindex(&entry);
+        let (capabilities, boundaries) = (entry.capabilities.clone(), entry.boundaries.clone());
         change(Arc::make_mut(&mut entry));
+        // Most changes (status, spin-ups, health) leave what it serves alone.
+        if entry.capabilities != capabilities || entry.boundaries != boundaries {
+            self.remove_routes(&capabilities, &boundaries, seq);
+            self.add_routes(&entry);
+        }
         self.index(&entry);
         self.by_registration.insert(seq, entry);
         true
@@ -226,6 +290,7 @@ impl Targets {
                     registered_sequence: sequence,
                 };
                 self.index(&target);
+                self.add_routes(&target);
                 self.ids.insert(id.to_string(), sequence);
                 self.names.insert(e.name.clone(), sequence);
                 self.by_registration.insert(sequence, Arc::new(target));
@@ -294,6 +359,7 @@ impl Targets {
                 };
                 if let Some(t) = self.by_registration.remove(&seq) {
                     self.unindex(&t);
+                    self.remove_routes(&t.capabilities, &t.boundaries, seq);
                     self.names.remove(&t.name);
                 }
             }

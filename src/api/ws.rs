@@ -39,6 +39,8 @@ pub async fn run_feed(app: Arc<AppState>, shutdown: tokio_util::sync::Cancellati
             next = folded.recv() => next,
         };
         match next {
+            // Nobody listening: nothing to map (sessions that join later start from the log).
+            Ok(_) if app.live.feed.receiver_count() == 0 => {}
             Ok(applied) => {
                 let (sequence, envelope) = (applied.0, &applied.1);
                 let mapped = app

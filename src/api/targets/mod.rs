@@ -79,31 +79,56 @@ impl TargetsApi {
         let page = pagination::page(cursor.0.as_deref(), limit.0, &hash)?;
         let contains =
             |list: &[String], v: &Option<String>| v.as_ref().is_none_or(|v| list.contains(v));
-        let (targets, total) = app.commands.projection().read(|s| {
+        let after = match page.after.as_deref() {
+            Some(a) => Some(a.parse::<u64>().map_err(|_| {
+                ApiError::validation(
+                    "cursor",
+                    "is not a cursor returned by this API; start a new query without it",
+                )
+            })?),
+            None => None,
+        };
+        let (targets, total, last) = app.commands.projection().read(|s| {
             let Some(p) = s.project(&project) else {
-                return (Vec::new(), 0);
+                return (Vec::new(), 0, None);
             };
-            let matching: Vec<&Target> = p
+            let matches = |t: &&Target| {
+                agent_type.0.as_ref().is_none_or(|a| &t.agent_type == a)
+                    && status.is_none_or(|s| t.status == s)
+                    && health.is_none_or(|h| t.health_status == h)
+                    && mechanism.is_none_or(|m| t.config.mechanism() == m)
+                    && contains(&t.capabilities, &capability.0)
+                    && contains(&t.boundaries, &boundary)
+                    && contains(&t.tags, &tag.0)
+            };
+            let only_status = agent_type.0.is_none()
+                && health.is_none()
+                && mechanism.is_none()
+                && capability.0.is_none()
+                && boundary.is_none()
+                && tag.0.is_none();
+            // The counters give the total; only other filters need a pass.
+            let total = match (only_status, status) {
+                (true, None) => p.targets.len(),
+                (true, Some(s)) => p.targets.count(s),
+                (false, _) => p.targets.iter().filter(matches).count(),
+            };
+            let skip = if after.is_some() { 0 } else { page.offset };
+            let rows: Vec<&Target> = p
                 .targets
-                .iter()
-                .filter(|t| agent_type.0.as_ref().is_none_or(|a| &t.agent_type == a))
-                .filter(|t| status.is_none_or(|s| t.status == s))
-                .filter(|t| health.is_none_or(|h| t.health_status == h))
-                .filter(|t| mechanism.is_none_or(|m| t.config.mechanism() == m))
-                .filter(|t| contains(&t.capabilities, &capability.0))
-                .filter(|t| contains(&t.boundaries, &boundary))
-                .filter(|t| contains(&t.tags, &tag.0))
-                .collect();
-            let total = matching.len();
-            let views = matching
-                .into_iter()
-                .skip(page.offset)
+                .listed(after)
+                .filter(matches)
+                .skip(skip)
                 .take(page.limit)
+                .collect();
+            let last = rows.last().map(|t| t.registered_sequence.to_string());
+            let views = rows
+                .into_iter()
                 .map(|t| TargetView::new(&project, t))
                 .collect::<Vec<_>>();
-            (views, total)
+            (views, total, last)
         });
-        let links = pagination::links(&page, targets.len(), total, &hash, None);
+        let links = pagination::links(&page, targets.len(), total, &hash, last);
         Ok(ListResponse::Ok(
             Json(TargetList {
                 count: targets.len(),
