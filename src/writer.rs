@@ -204,7 +204,7 @@ impl Writer {
     fn can_send(&self) -> bool {
         let limit = match self.shared.mode {
             CommitMode::Grouped => 1,
-            CommitMode::Pipelined => 4,
+            CommitMode::Pipelined => 16,
         };
         self.in_flight.len() < limit && (self.fence.is_some() || self.in_flight.is_empty())
     }
