@@ -116,7 +116,9 @@ async fn main() {
     let sync = std::env::var("BENCH_SYNC").unwrap_or_else(|_| "default".into());
     let server = support::nats_server(&sync);
     let client = async_nats::connect(&server.url).await.expect("connect");
-    migrations::apply(&client, "bench").await.expect("migrate");
+    migrations::apply(&client, "bench", &Default::default())
+        .await
+        .expect("migrate");
     let js = jetstream::new(client.clone());
     let store = EventStore::new(client.clone());
     let encoded: Vec<Vec<u8>> = (0..n).map(|i| envelope(i).encode()).collect();
@@ -222,6 +224,7 @@ async fn main() {
             Arc::new(decide::Settings::default()),
             "bench".into(),
             mode,
+            None,
         ));
         let ctx = CommandContext {
             actor: "bench".into(),

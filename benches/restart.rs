@@ -202,7 +202,9 @@ async fn main() {
         .collect();
     let server = support::nats_server("default");
     let client = async_nats::connect(&server.url).await.expect("connect");
-    migrations::apply(&client, "bench").await.expect("migrate");
+    migrations::apply(&client, "bench", &Default::default())
+        .await
+        .expect("migrate");
     let js = jetstream::new(client.clone());
     let store = EventStore::new(client.clone());
     let snapshots = js

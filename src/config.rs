@@ -97,6 +97,14 @@ pub struct ServeConfig {
     /// random suffix, new at every start).
     #[arg(long, env = "WEFT_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Replicas of every stream and bucket Weft keeps (at most the cluster's JetStream
+    /// servers); changing it updates them in place at the next start.
+    #[arg(long, env = "WEFT_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// How long a project's writer lease lasts without renewal: a standby takes over the
+    /// project this long after its writer stopped renewing (every instance must agree).
+    #[arg(long, env = "WEFT_WRITER_LEASE_MS", default_value_t = 5_000)]
+    pub writer_lease_ms: u64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -140,6 +148,22 @@ impl ServeConfig {
                 self.commit_mode
             ));
         }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!(
+                "WEFT_REPLICAS {} must be between 1 and 5 (JetStream's limit)",
+                self.replicas
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.writer_lease_ms) {
+            return Err("WEFT_WRITER_LEASE_MS must be between 1000 and 600000".into());
+        }
+        if let Some(id) = &self.instance_id {
+            if !events::subject::is_valid_token(id) {
+                return Err(format!(
+                    "WEFT_INSTANCE_ID '{id}' must be letters, digits, '-' and '_' (at most 128)"
+                ));
+            }
+        }
         if !(1..=100).contains(&self.max_attempts) {
             return Err("WEFT_MAX_ATTEMPTS must be between 1 and 100".into());
         }
@@ -161,9 +185,14 @@ impl ServeConfig {
 
     pub fn instance(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "weft".into());
+            // A subject token and a KV key: anything else in a host name becomes '-'.
+            let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|_| "weft".into())
+                .trim()
+                .chars()
+                .take(100)
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
             let suffix = ulid::Ulid::generate().to_string();
             format!("{host}-{}", &suffix[suffix.len() - 6..]).to_lowercase()
         })

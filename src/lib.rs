@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod coordinator;
 pub mod embedded;
+pub mod leases;
 pub mod live;
 pub mod mechanism;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! Connecting to NATS: unlimited reconnects, and a first connection that is retried with
-//! backoff (the server may start after us) instead of failing the process.
+//! Connecting to NATS: one server or a cluster's list, unlimited reconnects, and a first
+//! connection that is retried with backoff (the server may start after us) instead of
+//! failing the process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,25 @@ use tokio::sync::watch;
 
 use async_nats::{Client, ConnectOptions, Event};
 
-/// The URL with any password replaced, for logs.
-pub fn redact(url: &str) -> String {
+/// The servers of a comma-separated list (`nats://a:4222,nats://b:4222`), as every NATS
+/// client reads `NATS_URL`.
+pub fn servers(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// The URL (or list of URLs) with any password replaced, for logs.
+pub fn redact(urls: &str) -> String {
+    servers(urls)
+        .into_iter()
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -71,8 +89,11 @@ fn options(
                 }
             }
         });
-    // Credentials in the URL win over NATS_USER/NATS_PASS, as in the original.
-    match (split_credentials(url).1, user) {
+    // Credentials in a URL win over NATS_USER/NATS_PASS, as in the original.
+    let in_url = servers(url)
+        .into_iter()
+        .find_map(|u| split_credentials(u).1);
+    match (in_url, user) {
         (Some((user, pass)), _) => options = options.user_and_password(user, pass),
         (None, Some(user)) => {
             options = options.user_and_password(user.into(), pass.unwrap_or_default().into())
@@ -91,9 +112,13 @@ pub async fn connect(
     connected: Connections,
 ) -> Client {
     use backon::Retryable;
+    let addresses: Vec<String> = servers(url)
+        .into_iter()
+        .map(|u| split_credentials(u).0)
+        .collect();
     let attempt = || async {
         options(user, pass, url, connected.clone())
-            .connect(split_credentials(url).0.as_str())
+            .connect(addresses.as_slice())
             .await
     };
     let forever = backon::ExponentialBuilder::default()
@@ -145,5 +170,25 @@ mod tests {
         assert_eq!(redact("nats://u:secret@h:4222"), "nats://u:***@h:4222");
         assert_eq!(redact("wss://u:p%40ss@h/path"), "wss://u:***@h/path");
         assert_eq!(redact("nats://h:4222"), "nats://h:4222");
+        assert_eq!(
+            redact("nats://u:secret@a:4222, nats://u:secret@b:4222"),
+            "nats://u:***@a:4222,nats://u:***@b:4222"
+        );
+    }
+
+    #[test]
+    fn a_cluster_is_a_comma_separated_list() {
+        use super::servers;
+        assert_eq!(
+            servers("nats://a:4222,nats://b:4222 , nats://c:4222,"),
+            ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+        );
+        let parsed: Vec<async_nats::ServerAddr> =
+            servers("nats://127.0.0.1:4222,nats://127.0.0.1:4223")
+                .into_iter()
+                .map(|u| u.parse().expect("a server address"))
+                .collect();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[1].port(), 4223);
     }
 }

@@ -119,6 +119,27 @@ impl Projection {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Waits until `found` finds something in the state (looked at after every change);
+    /// `None` on timeout.
+    pub async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut found: impl FnMut(&State) -> Option<T>,
+    ) -> Option<T> {
+        let mut changes = self.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            if let Some(t) = self.read(&mut found) {
+                return Some(t);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.read(found),
+            }
+        }
+    }
+
     /// Folds in events a writer of this process just committed, as soon as every event
     /// before them is in; the consumer skips them when it delivers them back. Saves the
     /// writer waiting for its own writes to come back before it answers.

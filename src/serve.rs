@@ -80,9 +80,17 @@ async fn serve(
         client = crate::nats::connect(url, config.nats_user.as_deref(), config.nats_pass.as_deref(), connections.clone()) => client,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let outcome = migrations::apply(&client, concat!("weft ", env!("CARGO_PKG_VERSION")))
-        .await
-        .map_err(|e| e.to_string())?;
+    let topology = migrations::Topology {
+        replicas: config.replicas,
+        writer_lease: Duration::from_millis(config.writer_lease_ms),
+    };
+    let outcome = migrations::apply(
+        &client,
+        concat!("weft ", env!("CARGO_PKG_VERSION")),
+        &topology,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if outcome.previous != outcome.current {
         tracing::info!(
             from = outcome.previous,
@@ -99,13 +107,40 @@ async fn serve(
     let mode = config.commit_mode(replicas);
     let instance = config.instance();
     tracing::info!(instance, ?mode, replicas, "writing to the event log");
+    let leases = crate::leases::Leases::new(
+        store
+            .jetstream()
+            .get_key_value(migrations::WRITER_BUCKET)
+            .await
+            .map_err(|e| format!("cannot open the writer leases: {e}"))?,
+        instance.clone(),
+        topology.writer_lease,
+    );
     let commands = Arc::new(Commands::new(
         store.clone(),
         projection,
         Arc::new(settings),
         instance,
         mode,
+        Some(leases.clone()),
     ));
+    // Its own signal: on shutdown the leases go first, so standbys take over while this
+    // instance finishes what it has in hand.
+    let leaving = CancellationToken::new();
+    // And the leases are watched until the API has answered its last request, so those
+    // requests find the new writers.
+    let served_all = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
+        let projection = commands.projection().clone();
+        let (leaving, served_all) = (leaving.clone(), served_all.clone());
+        leases.clone().run(
+            move || projection.read(|s| s.projects.keys().cloned().collect()),
+            leaving,
+            served_all,
+        )
+    });
+    tasks.spawn(commands.clone().serve_forwarded(shutdown.clone()));
     let coordinator = Coordinator::new(
         commands.clone(),
         client.clone(),
@@ -115,8 +150,8 @@ async fn serve(
             .unwrap_or_else(|| url.to_string()),
     );
     let registry = Arc::new(WarpRegistry::default());
-    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(coordinator.clone().run_scheduler(shutdown.clone()));
+    tasks.spawn(coordinator.clone().carry_out_recorded(shutdown.clone()));
     tasks.spawn({
         let (coordinator, shutdown) = (coordinator.clone(), shutdown.clone());
         async move {
@@ -173,15 +208,23 @@ async fn serve(
     let address = format!("{}:{}", config.api_host, config.api_port);
     let app = api::app(state, &tokens, config.max_body_bytes);
     tracing::info!(%address, "API listening; docs at /api/docs");
+    let stopping = {
+        let (shutdown, leaving, leases) = (shutdown.clone(), leaving.clone(), leases.clone());
+        async move {
+            shutdown.cancelled().await;
+            // Hand the projects over before the API stops taking requests: the commands
+            // in hand here go to the new writers.
+            leaving.cancel();
+            leases.release_all().await;
+        }
+    };
     let served = Server::new(TcpListener::bind(address.clone()))
-        .run_with_graceful_shutdown(
-            app,
-            shutdown.clone().cancelled_owned(),
-            Some(Duration::from_secs(10)),
-        )
+        .run_with_graceful_shutdown(app, stopping, Some(Duration::from_secs(10)))
         .await
         .map_err(|e| format!("cannot serve on {address}: {e}"));
     shutdown.cancel();
+    leaving.cancel();
+    served_all.cancel();
     // Every task ends at the signal; wait for them rather than dropping them mid-step.
     if tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}

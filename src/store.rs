@@ -205,6 +205,10 @@ impl EventStore {
         }
     }
 
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
@@ -332,6 +336,22 @@ impl EventStore {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(info.state.last_sequence)
+    }
+
+    /// Sequence of the newest event on the subjects `filter` matches (0 when none), as the
+    /// stream's leader has it (a replica's answer could be behind).
+    pub async fn last_sequence_of(&self, filter: &str) -> Result<u64, StoreError> {
+        use jetstream::stream::LastRawMessageErrorKind;
+        let stream = self
+            .js
+            .get_stream_no_info(events::STREAM)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match stream.get_last_raw_message_by_subject(filter).await {
+            Ok(message) => Ok(message.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
     }
 
     /// How many replicas the event stream has.

@@ -8,11 +8,14 @@
 //! order they were sent. When a round's answer comes, its events are folded into the
 //! projection and only then are its callers answered, so a client reads its own write.
 //!
-//! The log itself guards against a second writer: the writer first records its election,
-//! and every append expects the project's writer subject to still be at that election.
-//! If another instance was elected since, the log refuses the append; the writer lets
-//! every round in flight settle, catches up with the log, is elected again and decides
-//! the refused commands again. When the log does not answer, the writer cannot know
+//! The log itself guards against a second writer: the writer first catches up with the
+//! project's events and records its election expecting the project's newest event to be
+//! the one it caught up to (so nothing another writer recorded is missed), and every
+//! later append expects the project's writer subject to still be at that election. If
+//! another instance was elected since, the log refuses the append; the writer lets every
+//! round in flight settle and, if it still holds the project's lease ([`crate::leases`]),
+//! catches up, is elected again and decides the refused commands again; if not, it hands
+//! them back (`NotWriter`) for the caller to send to the project's writer. When the log does not answer, the writer cannot know
 //! whether the commands landed: it is elected again (which fences off anything still on
 //! its way), looks for the commands' events in the log, and decides again only those that
 //! are not there.
@@ -28,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::commands::{CommandContext, CommandError, Recorded};
+use crate::leases::Leases;
 use crate::projector::Projection;
 use crate::store::{CommitMode, EventStore, Fence, Outcome, MAX_BATCH};
 
@@ -85,6 +89,14 @@ pub struct Shared {
     /// This instance's id, recorded in its elections.
     pub instance: String,
     pub mode: CommitMode,
+    /// Who writes for which project; `None`: this instance alone writes to the log.
+    pub leases: Option<Arc<Leases>>,
+}
+
+impl Shared {
+    fn is_writer(&self, project: &str) -> bool {
+        self.leases.as_ref().is_none_or(|l| l.holds(project))
+    }
 }
 
 /// Runs a project's writer until every sender of its queue is gone.
@@ -212,6 +224,22 @@ impl Writer {
     /// Takes the waiting commands (as many as a round holds), decides them and sends
     /// their events.
     async fn start_round(&mut self) {
+        if !self.shared.is_writer(&self.project) {
+            // Another instance writes for the project now: the caller sends it there.
+            self.fence = None;
+            for request in self.waiting.drain(..) {
+                let error = match &request.sent {
+                    Some(_) => CommandError::Unavailable(
+                        "the project's writer moved while the command was on its way to the \
+                         log; it may have been recorded"
+                            .into(),
+                    ),
+                    None => CommandError::NotWriter,
+                };
+                request.answer(Err(error));
+            }
+            return;
+        }
         let fence = match self.fence.clone() {
             Some(fence) => fence,
             None => match self.elect().await {
@@ -441,15 +469,17 @@ impl Writer {
         }
     }
 
-    /// Catches up with the log and records this instance's election as the project's
-    /// writer; the election's sequence is what every later append expects.
+    /// Catches up with the project's events and records this instance's election as the
+    /// project's writer, expecting nothing newer of the project than what it caught up to;
+    /// the election's sequence is what every later append expects.
     async fn elect(&mut self) -> Result<Fence, String> {
         let subject = events::subject::writer(&self.project);
+        let everything = events::subject::filter(Some(&self.project), None, None);
         for _ in 0..MAX_ATTEMPTS {
             let head = self
                 .shared
                 .store
-                .last_sequence()
+                .last_sequence_of(&everything)
                 .await
                 .map_err(|e| e.to_string())?;
             if !self
@@ -460,11 +490,6 @@ impl Writer {
             {
                 return Err("the projection did not catch up with the event log".into());
             }
-            let previous = self.shared.projection.read(|s| {
-                s.project(&self.project)
-                    .and_then(|p| p.writer.as_ref())
-                    .map_or(0, |(_, elected)| *elected)
-            });
             let election = envelope(
                 &self.project,
                 &crate::coordinator::system(),
@@ -475,8 +500,8 @@ impl Writer {
                 }),
             );
             let expected = Fence {
-                subject: subject.clone(),
-                sequence: previous,
+                subject: everything.clone(),
+                sequence: head,
             };
             let outcome = self
                 .shared
@@ -508,15 +533,15 @@ impl Writer {
                     self.fence = Some(fence.clone());
                     return Ok(fence);
                 }
-                // Someone else was elected after we caught up, or the answer was lost: catch
-                // up again and see.
+                // Something of the project was recorded after we caught up (another writer,
+                // or an election), or the answer was lost: catch up again and see.
                 Some(Outcome::Refused) | Some(Outcome::Unknown(_)) => continue,
                 Some(Outcome::NotSent) | None => {
                     return Err("not connected to the event log".into())
                 }
             }
         }
-        Err("could not be elected the project's writer: others keep being elected".into())
+        Err("could not be elected the project's writer: others keep recording".into())
     }
 }
 

@@ -115,12 +115,20 @@ async fn spun_up_agent(weft: &Weft, name: &str, config: serde_json::Value) -> u3
     })
     .await;
     assert!(linked["total"].as_u64().is_some_and(|n| n >= 1));
-    let events = all_events(weft).await;
-    of_type(&events, "spin-up.started")
-        .into_iter()
-        .find(|e| e["aggregateId"] == id.as_str())
-        .and_then(|e| e["data"]["pid"].as_u64())
-        .expect("the spin-up's pid") as u32
+    // A fast agent registers before the mechanism's answer (with the pid) is recorded.
+    let started = |events: &[serde_json::Value]| {
+        of_type(events, "spin-up.started")
+            .into_iter()
+            .find(|e| e["aggregateId"] == id.as_str())
+            .and_then(|e| e["data"]["pid"].as_u64())
+    };
+    for _ in 0..100 {
+        if let Some(pid) = started(&all_events(weft).await) {
+            return pid as u32;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no spin-up.started with a pid for {id}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

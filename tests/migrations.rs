@@ -10,7 +10,9 @@ use common::NatsServer;
 async fn migrations_apply_once_and_record_their_version() {
     let nats = NatsServer::start();
     let client = async_nats::connect(nats.url()).await.expect("connect");
-    let first = migrations::apply(&client, "test").await.expect("first run");
+    let first = migrations::apply(&client, "test", &Default::default())
+        .await
+        .expect("first run");
     assert_eq!(
         (first.previous, first.current),
         (0, migrations::latest_version())
@@ -28,7 +30,7 @@ async fn migrations_apply_once_and_record_their_version() {
     assert!(before.deny_delete && before.deny_purge);
     assert_eq!(before.subjects, vec!["weft.ev.>".to_string()]);
 
-    let second = migrations::apply(&client, "test")
+    let second = migrations::apply(&client, "test", &Default::default())
         .await
         .expect("second run");
     assert_eq!(
@@ -62,7 +64,7 @@ fn a_newer_schema_on_the_server_is_refused() {
         migrations::record_version(&client, 99)
             .await
             .expect("record");
-        let err = migrations::apply(&client, "test")
+        let err = migrations::apply(&client, "test", &Default::default())
             .await
             .expect_err("must refuse");
         assert!(

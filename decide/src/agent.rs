@@ -10,7 +10,7 @@ use projections::{AgentStatus, Project};
 use crate::rejection::{is_agent_type, Rejection, Validation};
 use crate::{work, Decision, Settings};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AgentCommand {
     /// An agent joins (or rejoins, with new settings). When Weft started it, its spin-up
     /// completes in the same commit.

@@ -50,7 +50,7 @@ impl Decision {
 }
 
 /// Any command, of any aggregate.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     Target(TargetCommand),
     Work(WorkCommand),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -11,7 +11,7 @@ pub struct FieldError {
 
 /// A command the rules refuse. Each kind maps to one HTTP status and one agent protocol
 /// code, so callers never parse messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rejection {
     /// The request itself is wrong; every field at fault is named.
     Invalid(Vec<FieldError>),

@@ -11,14 +11,14 @@ use crate::rejection::Rejection;
 use crate::Decision;
 
 /// The work item a spin-up is for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ForWork {
     pub work_id: String,
     pub capability: String,
     pub boundary: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SpinUpCommand {
     /// `target` is an id or a name; `reason` is `work-pending` or `manual`.
     Trigger {

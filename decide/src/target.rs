@@ -18,7 +18,7 @@ pub const DEFAULT_BOUNDARIES: [&str; 4] =
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 300_000;
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 10_000;
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HealthCheckInput {
     pub enabled: bool,
     pub interval_ms: Option<u64>,
@@ -26,7 +26,7 @@ pub struct HealthCheckInput {
 }
 
 /// A registration as the client sent it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewTarget {
     pub name: String,
     pub description: Option<String>,
@@ -43,7 +43,7 @@ pub struct NewTarget {
 }
 
 /// An update as the client sent it; absent fields stay as they are.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TargetPatch {
     pub description: Option<String>,
     pub capabilities: Option<Vec<String>>,
@@ -370,7 +370,7 @@ pub fn validate_new(target_id: String, new: NewTarget) -> Result<TargetRegistere
 }
 
 /// What can be asked of a target. `key` is an id or a name (the original's lookup rule).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TargetCommand {
     Register {
         target_id: String,

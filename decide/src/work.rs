@@ -49,7 +49,7 @@ impl RetryPolicy {
 }
 
 /// A submission as the client sent it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Submission {
     pub task_id: Option<String>,
     pub description: String,
@@ -65,14 +65,14 @@ pub struct Submission {
 }
 
 /// Who reports on which item, under which lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub work_id: String,
     pub agent_id: String,
     pub lease_id: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WorkCommand {
     /// `id` is new, or the id of an earlier submission with the same idempotency key (then
     /// nothing is recorded and the caller gets the existing item).

@@ -19,6 +19,9 @@ pub use upcast::{decode, Upcaster, UPCASTERS};
 
 pub const META_BUCKET: &str = "weft-meta";
 pub const SNAPSHOT_BUCKET: &str = "weft-snapshots";
+/// Who writes for which project: keys `project.<p>` (the lease, valued with the holder's
+/// instance id) and `instance.<id>` (instances alive), all lapsing after the lease time.
+pub const WRITER_BUCKET: &str = "weft-writers";
 const SCHEMA_KEY: &str = "schema";
 
 /// Oldest nats-server that serves everything Weft uses: async-nats' KV calls, the
@@ -40,7 +43,30 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "atomic batches on the event log: a command's events commit together",
     },
+    Migration {
+        version: 3,
+        description: "writer lease bucket weft-writers: one writer per project among instances",
+    },
 ];
+
+/// What a deployment chooses about the topology, kept in step at every start (not a
+/// version: changing it updates the streams and buckets in place).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Replicas of every stream and bucket.
+    pub replicas: usize,
+    /// How long a writer lease lasts without renewal.
+    pub writer_lease: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            replicas: 1,
+            writer_lease: Duration::from_secs(5),
+        }
+    }
+}
 
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
@@ -62,6 +88,16 @@ pub enum Error {
     NewerSchema { found: u32, known: u32 },
     #[error("the recorded schema version is unreadable ({0}); fix or delete key '{SCHEMA_KEY}' in bucket '{META_BUCKET}'")]
     CorruptRecord(String),
+    #[error(
+        "the NATS servers cannot place {replicas} replicas of {stream} ({message}); \
+         WEFT_REPLICAS must be at most the number of JetStream servers in the cluster \
+         (1 without a cluster, as with the embedded default)"
+    )]
+    Placement {
+        stream: String,
+        replicas: usize,
+        message: String,
+    },
     #[error("JetStream request failed while applying migration v{version}: {message}")]
     JetStream { version: u32, message: String },
 }
@@ -95,8 +131,9 @@ pub fn check_server_version(version: &str) -> Result<(), Error> {
     }
 }
 
-pub fn event_stream_config() -> stream::Config {
+pub fn event_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
+        num_replicas: replicas,
         name: events::STREAM.to_string(),
         description: Some("Weft event log: every state change, never deleted".into()),
         subjects: vec![events::subject::ALL.to_string()],
@@ -112,8 +149,9 @@ pub fn event_stream_config() -> stream::Config {
     }
 }
 
-pub fn snapshot_bucket_config() -> kv::Config {
+pub fn snapshot_bucket_config(replicas: usize) -> kv::Config {
     kv::Config {
+        num_replicas: replicas,
         bucket: SNAPSHOT_BUCKET.to_string(),
         description: "Weft projection snapshots (a cache: the event log is the truth)".into(),
         history: 1,
@@ -122,8 +160,22 @@ pub fn snapshot_bucket_config() -> kv::Config {
     }
 }
 
-fn meta_bucket_config() -> kv::Config {
+pub fn writer_bucket_config(topology: &Topology) -> kv::Config {
     kv::Config {
+        bucket: WRITER_BUCKET.to_string(),
+        description: "Weft writer leases and live instances (each lapses after the lease time)"
+            .into(),
+        history: 1,
+        max_age: topology.writer_lease,
+        storage: stream::StorageType::File,
+        num_replicas: topology.replicas,
+        ..Default::default()
+    }
+}
+
+fn meta_bucket_config(replicas: usize) -> kv::Config {
+    kv::Config {
+        num_replicas: replicas,
         bucket: META_BUCKET.to_string(),
         description: "Weft topology version".into(),
         history: 5,
@@ -132,23 +184,32 @@ fn meta_bucket_config() -> kv::Config {
     }
 }
 
-async fn run(js: &jetstream::Context, migration: &Migration) -> Result<(), Error> {
+async fn run(
+    js: &jetstream::Context,
+    migration: &Migration,
+    topology: &Topology,
+) -> Result<(), Error> {
     let fail = |e: &dyn std::fmt::Display| Error::JetStream {
         version: migration.version,
         message: e.to_string(),
     };
     match migration.version {
         1 => {
-            js.create_or_update_stream(event_stream_config())
+            js.create_or_update_stream(event_stream_config(topology.replicas))
                 .await
                 .map_err(|e| fail(&e))?;
-            js.create_or_update_key_value(snapshot_bucket_config())
+            js.create_or_update_key_value(snapshot_bucket_config(topology.replicas))
                 .await
                 .map_err(|e| fail(&e))?;
         }
         // The stream as it is now: version 1 created it, this allows atomic batches on it.
         2 => {
-            js.create_or_update_stream(event_stream_config())
+            js.create_or_update_stream(event_stream_config(topology.replicas))
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        3 => {
+            js.create_or_update_key_value(writer_bucket_config(topology))
                 .await
                 .map_err(|e| fail(&e))?;
         }
@@ -157,11 +218,11 @@ async fn run(js: &jetstream::Context, migration: &Migration) -> Result<(), Error
     Ok(())
 }
 
-async fn meta_bucket(js: &jetstream::Context) -> Result<kv::Store, Error> {
+async fn meta_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, Error> {
     if let Ok(store) = js.get_key_value(META_BUCKET).await {
         return Ok(store);
     }
-    js.create_or_update_key_value(meta_bucket_config())
+    js.create_or_update_key_value(meta_bucket_config(replicas))
         .await
         .map_err(|e| Error::JetStream {
             version: 0,
@@ -185,16 +246,182 @@ async fn read_record(meta: &kv::Store) -> Result<(Option<SchemaRecord>, u64), Er
     }
 }
 
-/// Brings the server's topology to [`latest_version`]. `applied_by` names this binary in
-/// the record (for example `weft 0.1.0`).
-pub async fn apply(client: &async_nats::Client, applied_by: &str) -> Result<Outcome, Error> {
+/// Brings the server's topology to [`latest_version`] and to `topology` (replicas, lease
+/// time). `applied_by` names this binary in the record (for example `weft 0.1.0`).
+pub async fn apply(
+    client: &async_nats::Client,
+    applied_by: &str,
+    topology: &Topology,
+) -> Result<Outcome, Error> {
     check_server_version(&client.server_info().version)?;
     let js = jetstream::new(client.clone());
-    let meta = meta_bucket(&js).await?;
+    let meta = meta_bucket(&js, topology.replicas)
+        .await
+        .map_err(|e| match e {
+            Error::JetStream { message, .. } => Error::Placement {
+                stream: format!("KV_{META_BUCKET}"),
+                replicas: topology.replicas,
+                message,
+            },
+            other => other,
+        })?;
+    let outcome = apply_versions(&js, &meta, applied_by, topology).await?;
+    keep_topology(&js, topology).await?;
+    Ok(outcome)
+}
+
+/// Every stream Weft keeps, as JetStream names them.
+fn streams() -> [String; 4] {
+    [
+        events::STREAM.to_string(),
+        format!("KV_{SNAPSHOT_BUCKET}"),
+        format!("KV_{META_BUCKET}"),
+        format!("KV_{WRITER_BUCKET}"),
+    ]
+}
+
+/// Sets the replicas of every stream and the writer bucket's lease time where they differ
+/// from `topology`: raising the replicas on an existing deployment is done here, in place.
+/// A JetStream API that does not answer in time (a busy cluster) is asked again.
+async fn keep_topology(js: &jetstream::Context, topology: &Topology) -> Result<(), Error> {
+    use backon::Retryable;
+    for name in streams() {
+        let attempt = || reconcile(js, &name, topology);
+        attempt
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_times(6),
+            )
+            .sleep(tokio::time::sleep)
+            .when(|e| e.timed_out)
+            .await
+            .map_err(|e| Error::Placement {
+                stream: name.clone(),
+                replicas: topology.replicas,
+                message: e.message,
+            })?;
+    }
+    Ok(())
+}
+
+/// Why a stream could not be brought to the topology.
+struct NotReconciled {
+    timed_out: bool,
+    message: String,
+}
+
+impl NotReconciled {
+    fn new(timed_out: bool, e: impl std::fmt::Display) -> Self {
+        NotReconciled {
+            timed_out,
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn reconcile(
+    js: &jetstream::Context,
+    name: &str,
+    topology: &Topology,
+) -> Result<(), NotReconciled> {
+    use jetstream::context::{GetStreamErrorKind, RequestErrorKind, UpdateStreamErrorKind};
+    let mut stream = js
+        .get_stream(name)
+        .await
+        .map_err(|e| NotReconciled::new(e.kind() == GetStreamErrorKind::Request, e))?;
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|e| {
+            let busy = matches!(
+                e.kind(),
+                RequestErrorKind::TimedOut | RequestErrorKind::NoResponders
+            );
+            NotReconciled::new(busy, e)
+        })?
+        .config
+        .clone();
+    let wanted_age = if name == format!("KV_{WRITER_BUCKET}") {
+        topology.writer_lease
+    } else {
+        config.max_age
+    };
+    if config.num_replicas.max(1) == topology.replicas && config.max_age == wanted_age {
+        return Ok(());
+    }
+    tracing::info!(
+        stream = name,
+        from = config.num_replicas.max(1),
+        to = topology.replicas,
+        "updating the stream's replicas in place"
+    );
+    let added = topology.replicas > config.num_replicas.max(1);
+    config.num_replicas = topology.replicas;
+    config.max_age = wanted_age;
+    js.update_stream(&config).await.map_err(|e| {
+        let busy = matches!(
+            e.kind(),
+            UpdateStreamErrorKind::TimedOut | UpdateStreamErrorKind::JetStreamUnavailable
+        );
+        NotReconciled::new(busy, e)
+    })?;
+    if added {
+        // Until the new replicas hold everything, losing the old ones loses data: do not
+        // report the change done before it is.
+        wait_until_current(js, name, topology.replicas).await;
+    }
+    Ok(())
+}
+
+/// Waits (at most two minutes, reporting progress) until every replica of `name` has
+/// caught up with its leader.
+async fn wait_until_current(js: &jetstream::Context, name: &str, replicas: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut reported = std::time::Instant::now();
+    loop {
+        let current = match js.get_stream(name).await {
+            Ok(mut stream) => stream.info().await.ok().and_then(|info| {
+                let cluster = info.cluster.as_ref()?;
+                let followers = &cluster.replicas;
+                Some(
+                    cluster.leader.is_some()
+                        && followers.len() + 1 >= replicas
+                        && followers.iter().all(|r| r.current),
+                )
+            }),
+            Err(_) => None,
+        };
+        if current == Some(true) {
+            tracing::info!(stream = name, replicas, "every replica is current");
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(
+                stream = name,
+                "the new replicas are still catching up; do not take servers down until \
+                 they are current"
+            );
+            return;
+        }
+        if reported.elapsed() > Duration::from_secs(5) {
+            tracing::info!(stream = name, "waiting for the new replicas to catch up");
+            reported = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn apply_versions(
+    js: &jetstream::Context,
+    meta: &kv::Store,
+    applied_by: &str,
+    topology: &Topology,
+) -> Result<Outcome, Error> {
     let known = latest_version();
     // Bounded: a lost race only means another instance recorded first.
     for _ in 0..5 {
-        let (record, revision) = read_record(&meta).await?;
+        let (record, revision) = read_record(meta).await?;
         let previous = record.as_ref().map_or(0, |r| r.version);
         if previous > known {
             return Err(Error::NewerSchema {
@@ -208,7 +435,7 @@ pub async fn apply(client: &async_nats::Client, applied_by: &str) -> Result<Outc
                 "applying migration: {}",
                 migration.description
             );
-            run(&js, migration).await?;
+            run(js, migration, topology).await?;
         }
         if previous == known {
             return Ok(Outcome {
@@ -245,7 +472,7 @@ pub async fn apply(client: &async_nats::Client, applied_by: &str) -> Result<Outc
 /// rolling a record back after restoring an old backup.
 pub async fn record_version(client: &async_nats::Client, version: u32) -> Result<(), Error> {
     let js = jetstream::new(client.clone());
-    let meta = meta_bucket(&js).await?;
+    let meta = meta_bucket(&js, 1).await?;
     let value = serde_json::to_vec(&SchemaRecord {
         version,
         applied_by: "record_version".into(),

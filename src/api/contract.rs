@@ -14,7 +14,7 @@ const ONE_OF_REQUIRED: [(&str, [&str; 2]); 4] = [
 ];
 
 /// Paths answered without a token.
-const OPEN_PATHS: [&str; 1] = ["/health"];
+const OPEN_PATHS: [&str; 2] = ["/health", "/ready"];
 
 fn error_response(description: &str) -> Value {
     json!({

@@ -121,6 +121,9 @@ impl From<CommandError> for ApiError {
             CommandError::Unavailable(m) => {
                 ApiError::unavailable(format!("the event log is unavailable: {m}"))
             }
+            CommandError::NotWriter => {
+                ApiError::unavailable("the project has no writer right now; retry")
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use decide::{Command, Settings};
 use events::Event;
 use projections::Work;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandContext, CommandError, Commands, Recorded};
 use crate::mechanism::{Launch, Mechanisms};
@@ -152,19 +153,44 @@ impl Coordinator {
         })
     }
 
-    /// Records a command's decision and carries out what its events ask for: pushes to
-    /// agents, starting an agent for a spin-up, stopping what a failed one started.
+    /// Records a command's decision (on the project's writer, wherever it runs); the
+    /// writer's instance carries out what its events ask for ([`Self::carry_out_recorded`]).
     pub async fn run(
         &self,
         ctx: &CommandContext,
         project: &str,
         command: impl Into<Command>,
     ) -> Result<Vec<Recorded>, CommandError> {
-        let recorded = self.commands.execute(ctx, project, command).await?;
-        for r in &recorded {
-            self.carry_out(project, r).await;
+        self.commands.execute(ctx, project, command).await
+    }
+
+    /// Carries out what the commands this instance's writers record ask for: pushes to
+    /// agents in order, starting an agent for a spin-up and stopping what a failed one
+    /// started in tasks of their own (they may take a round trip to a remote host).
+    pub async fn carry_out_recorded(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(mut recorded) = self.commands.take_recorded() else {
+            return;
+        };
+        loop {
+            let (project, events) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = recorded.recv() => match next {
+                    Some(next) => next,
+                    None => return,
+                },
+            };
+            for r in events {
+                if matches!(
+                    r.envelope.event,
+                    Event::SpinUpTriggered(_) | Event::SpinUpFailed(_)
+                ) {
+                    let (this, project) = (self.clone(), project.clone());
+                    tokio::spawn(async move { this.carry_out(&project, &r).await });
+                } else {
+                    self.carry_out(&project, &r).await;
+                }
+            }
         }
-        Ok(recorded)
     }
 
     async fn carry_out(&self, project: &str, recorded: &Recorded) {

@@ -1,6 +1,11 @@
 //! The agent protocol's request handlers (`weft.rpc.<project>.<operation>`, queue group
 //! `weft`): registration, heartbeats, goodbyes and work reports. See
 //! `docs/agent-protocol.md`.
+//!
+//! With several instances, any of them takes a request and its command goes to the
+//! project's writer. Heartbeats are the exception: every instance hears every heartbeat
+//! (so whichever takes over a project knows who is alive), and the project's writer
+//! answers it.
 
 use std::sync::Arc;
 
@@ -37,32 +42,40 @@ fn failure(e: CommandError) -> Answer {
         CommandError::Rejected(r) => Reply::<()>::err(r.code(), r.to_string()),
         CommandError::Contended => Reply::err(codes::UNAVAILABLE, "busy; retry"),
         CommandError::Unavailable(m) => Reply::err(codes::UNAVAILABLE, m),
+        CommandError::NotWriter => Reply::err(codes::UNAVAILABLE, "no writer right now; retry"),
     })
 }
 
 impl Coordinator {
     /// Answers the agent protocol's requests until the subscription ends or `shutdown`.
     pub async fn serve_rpc(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), String> {
+        let cannot = |e| format!("cannot subscribe to the agent protocol: {e}");
         let mut requests = self
             .client
             .queue_subscribe("weft.rpc.*.>", protocol::RPC_QUEUE_GROUP.into())
             .await
-            .map_err(|e| format!("cannot subscribe to the agent protocol: {e}"))?;
+            .map_err(cannot)?;
+        let heartbeat = format!("weft.rpc.*.{}", protocol::HEARTBEAT);
+        let mut heartbeats = self.client.subscribe(heartbeat).await.map_err(cannot)?;
         loop {
-            let message = tokio::select! {
+            let (message, every_instance) = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                message = requests.next() => message,
+                message = requests.next() => (message, false),
+                message = heartbeats.next() => (message, true),
             };
             let Some(message) = message else { break };
             let this = self.clone();
-            tokio::spawn(async move { this.answer(message).await });
+            tokio::spawn(async move { this.answer(message, every_instance).await });
         }
         // Stop taking requests, so another instance in the queue group answers them.
         let _ = requests.unsubscribe().await;
+        let _ = heartbeats.unsubscribe().await;
         Ok(())
     }
 
-    async fn answer(&self, message: async_nats::Message) {
+    /// `every_instance`: the message came by the subscription every instance has (a
+    /// heartbeat), not by the queue group's.
+    async fn answer(&self, message: async_nats::Message, every_instance: bool) {
         let Some(reply_to) = message.reply.clone() else {
             return;
         };
@@ -78,7 +91,13 @@ impl Coordinator {
             let payload = &message.payload;
             let outcome = match operation.as_str() {
                 protocol::REGISTER => self.register(&project, payload).await,
-                protocol::HEARTBEAT => self.heartbeat(&project, payload),
+                // The queue group's copy of a heartbeat: the plain subscription has it too.
+                protocol::HEARTBEAT if !every_instance => return,
+                protocol::HEARTBEAT => match self.heartbeat(&project, payload) {
+                    // Heard here; the project's writer answers.
+                    _ if !self.answers_heartbeats(&project) => return,
+                    answer => answer,
+                },
                 protocol::DEREGISTER => self.deregister(&project, payload).await,
                 protocol::ACCEPT | protocol::PROGRESS | protocol::COMPLETE | protocol::FAIL => {
                     self.report(&project, &operation, payload).await
@@ -171,6 +190,14 @@ impl Coordinator {
             },
         };
         Ok(reply(Reply::ok(answer)))
+    }
+
+    /// The project's writer answers heartbeats; nobody else, unless it has no writer.
+    fn answers_heartbeats(&self, project: &str) -> bool {
+        !matches!(
+            self.commands.leases().map(|l| l.role(project)),
+            Some(crate::leases::Role::Standby { .. })
+        )
     }
 
     async fn deregister(&self, project: &str, payload: &[u8]) -> Result<Answer, Answer> {

@@ -1,5 +1,6 @@
 //! The scheduler: whenever the state changes, and on a short tick, it asks the rules what
-//! is due in each project ([`decide::schedule::due`]) and carries it out.
+//! is due in each project this instance writes for ([`decide::schedule::due`]) and
+//! carries it out. Timers of projects another instance writes for are that one's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,13 @@ impl Coordinator {
         let mut changes = self.commands.projection().subscribe();
         loop {
             changes.borrow_and_update();
-            let projects: Vec<String> = self
-                .commands
-                .projection()
-                .read(|s| s.projects.keys().cloned().collect());
+            let projects: Vec<String> = self.commands.projection().read(|s| {
+                s.projects
+                    .keys()
+                    .filter(|p| self.commands.is_writer(p))
+                    .cloned()
+                    .collect()
+            });
             for project in projects {
                 if shutdown.is_cancelled() {
                     return;

@@ -97,6 +97,96 @@ impl Drop for NatsServer {
     }
 }
 
+/// A three-node nats-server cluster with JetStream, each node on its own client, route
+/// and monitoring ports and its own store, all on 127.0.0.1.
+pub struct NatsCluster {
+    pub nodes: Vec<ClusterNode>,
+}
+
+pub struct ClusterNode {
+    pub name: String,
+    pub port: u16,
+    pub monitor: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    pub fn start() -> Self {
+        let binary = weft::embedded::find_binary()
+            .expect("nats-server (run scripts/install-nats-server.sh)");
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            let node = ClusterNode {
+                name: format!("n{}", i + 1),
+                port: free_port(),
+                monitor: free_port(),
+                dir: tempfile::tempdir().expect("temp dir"),
+                child: None,
+            };
+            let child = Command::new(&binary)
+                .args(["-js", "-a", "127.0.0.1", "-p", &node.port.to_string()])
+                .args(["-m", &node.monitor.to_string(), "-n", &node.name])
+                .args(["--cluster_name", "weft-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &route_list, "-sd"])
+                .arg(node.dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            nodes.push(ClusterNode {
+                child: Some(child),
+                ..node
+            });
+        }
+        let cluster = NatsCluster { nodes };
+        for node in &cluster.nodes {
+            let url = format!("http://127.0.0.1:{}/healthz", node.monitor);
+            wait_until(
+                "the cluster's JetStream to be ready",
+                Duration::from_secs(30),
+                || reqwest::blocking_get(&url).is_ok_and(|s| s == 200),
+            );
+        }
+        cluster
+    }
+
+    /// Every node's client URL, comma-separated, as `NATS_URL` takes them.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `kill -9` of the node named `name`.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.name == name) {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in names {
+            self.kill(&name);
+        }
+    }
+}
+
 pub fn weft_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weft"))
 }
@@ -368,13 +458,27 @@ impl AgentProcess {
         command: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        let url = nats.url();
+        let mut all = vec![("NATS_URL", url.as_str())];
+        all.extend_from_slice(env);
+        Self::start_on(agent_type, capabilities, boundaries, max, command, &all)
+    }
+
+    /// An agent joining at the `NATS_URL` given in `env` (a cluster's list, say).
+    pub fn start_on(
+        agent_type: &str,
+        capabilities: &str,
+        boundaries: &str,
+        max: u32,
+        command: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let id = uuid::Uuid::new_v4().to_string();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("agent.log");
         let file = std::fs::File::create(&log).expect("log");
         let child = Command::new(weft_binary())
             .arg("agent")
-            .env("NATS_URL", nats.url())
             .env("WEFT_AGENT_ID", &id)
             .env("AGENT_TYPE", agent_type)
             .env("AGENT_CAPABILITIES", capabilities)

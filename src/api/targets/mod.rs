@@ -21,6 +21,9 @@ use decide::TargetCommand;
 
 pub use types::*;
 
+/// How long a manual spin-up waits for the mechanism's answer before it answers itself.
+const MECHANISM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct TargetsApi;
 
 fn changed(project: &str, app: &AppState, key: &str, message: String) -> TargetChanged {
@@ -419,16 +422,19 @@ impl TargetsApi {
             .spin_up_by_hand(&actor.context(), &project, &view.id)
             .await?
             .ok_or_else(|| ApiError::unavailable("the spin-up was not recorded; retry"))?;
+        // The writer's instance calls the mechanism; answer with what it said.
         let spin_up = app
             .commands
             .projection()
-            .read(|s| {
-                s.project(&project)
-                    .and_then(|p| p.spin_ups.get(&operation))
-                    .cloned()
+            .wait_until(MECHANISM_PATIENCE, |s| {
+                let spin_up = s.project(&project)?.spin_ups.get(&operation)?;
+                (spin_up.status != projections::SpinUpStatus::Triggered).then(|| spin_up.clone())
             })
+            .await
             .ok_or_else(|| {
-                ApiError::unavailable("recorded, but not yet visible; retry the read")
+                ApiError::unavailable(
+                    "recorded, but the mechanism has not answered yet; follow the spin-up with GET /api/targets/{id}",
+                )
             })?;
         Ok(Json(SpinUpResponse {
             operation_id: operation,
