@@ -151,13 +151,17 @@ impl Leases {
             }
             Err(e) => {
                 tracing::debug!(project, "lease not taken: {e}");
+                // Someone holds it: learn who now rather than from the watch, later.
+                if let Ok(Some(entry)) = self.kv.entry(&key).await {
+                    self.saw(entry);
+                }
                 self.holds(project)
             }
         }
     }
 
-    /// Takes the lease from `holder`, which is gone (its command subject has no
-    /// responders). Only if the lease is still at the revision it was seen with.
+    /// Takes the lease from `holder`, which is gone (its command subject has no responders,
+    /// or it stopped renewing). Only if the lease is still at the revision it was seen with.
     pub async fn take_from(&self, project: &str, holder: &str, revision: u64) -> bool {
         let key = format!("{PROJECT_KEY}{project}");
         if let Err(e) = self.kv.delete_expect_revision(&key, Some(revision)).await {
@@ -166,7 +170,7 @@ impl Leases {
             tracing::warn!(
                 project,
                 holder,
-                "the project's writer does not answer; taking its lease"
+                "the project's writer is gone; taking its lease"
             );
         }
         self.acquire(project).await
@@ -220,7 +224,8 @@ impl Leases {
     /// Follows the bucket: who holds what, who is alive.
     async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let mut entries = match self.kv.watch_all().await {
+            // With history: the current holders first, then every change.
+            let mut entries = match self.kv.watch_with_history(">").await {
                 Ok(entries) => entries,
                 Err(e) => {
                     tracing::warn!("cannot watch the writer leases: {e}");
@@ -355,27 +360,35 @@ impl Leases {
                     }
                     continue;
                 }
-                let lapsed = state
-                    .holders
-                    .get(project)
-                    .is_none_or(|seen| now.duration_since(seen.at) >= self.ttl);
-                if lapsed {
-                    vacant.push((project.clone(), preferred == self.instance));
+                // A lease not renewed for a lease time has lapsed, whether or not the
+                // bucket has dropped its key yet (its age limit is checked lazily).
+                let stale = match state.holders.get(project) {
+                    None => Some(None),
+                    Some(seen) if now.duration_since(seen.at) >= self.ttl => {
+                        Some(Some((seen.holder.clone(), seen.revision)))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(stale) = stale {
+                    vacant.push((project.clone(), preferred == self.instance, stale));
                 }
             }
             state
                 .vacant_since
-                .retain(|p, _| vacant.iter().any(|(v, _)| v == p));
-            for (project, preferred) in vacant {
+                .retain(|p, _| vacant.iter().any(|(v, _, _)| v == p));
+            for (project, preferred, stale) in vacant {
                 let since = *state.vacant_since.entry(project.clone()).or_insert(now);
                 if preferred || now.duration_since(since) >= self.ttl {
-                    take.push(project);
+                    take.push((project, stale));
                 }
             }
             (take, hand_over)
         };
-        for project in take {
-            self.acquire(&project).await;
+        for (project, stale) in take {
+            match stale {
+                Some((holder, revision)) => self.take_from(&project, &holder, revision).await,
+                None => self.acquire(&project).await,
+            };
         }
         for (project, revision) in hand_over {
             self.release(&project, revision).await;

@@ -63,7 +63,11 @@ async fn writer_of(wefts: &[&Weft]) -> usize {
 
 /// Submits `description` through `weft`; the item's id.
 async fn submit(weft: &Weft, description: &str) -> String {
-    let body = submit_body(description, "rust", "personal", 5);
+    submit_for(weft, description, "rust").await
+}
+
+async fn submit_for(weft: &Weft, description: &str, capability: &str) -> String {
+    let body = submit_body(description, capability, "personal", 5);
     let (status, answer) = call(client().post(weft.url("/api/work")).json(&body)).await;
     assert_eq!(status, 201, "{description}: {answer}\n{}", weft.log_text());
     answer["workItemId"].as_str().expect("an id").to_string()
@@ -124,11 +128,26 @@ async fn a_standby_takes_over_when_the_writer_is_killed_and_nothing_is_lost() {
     let a = Weft::start(&replica_env(&cluster, "weft-a"));
     let b = Weft::start(&replica_env(&cluster, "weft-b"));
     let _agents = agents(&cluster, 2);
+    // `python` items have no agent: the writer starts one on this target for them.
+    let command = format!(
+        "{} agent --command 'echo done'",
+        common::weft_binary().display()
+    );
+    let target = serde_json::json!({
+        "name": "on-demand", "agentType": "claude-code", "capabilities": ["python"],
+        "boundaries": ["personal"], "mechanism": "local", "maxAgents": 2,
+        "config": {"command": command, "detached": false, "env": {"LOG_LEVEL": "warn"}}
+    });
+    let (status, created) = call(client().post(b.url("/api/targets")).json(&target)).await;
+    assert_eq!(status, 201, "{created}");
     let mut ids = Vec::new();
     // Through both instances: the standby passes its commands to the writer.
     for i in 0..20 {
         let weft = if i % 2 == 0 { &a } else { &b };
         ids.push(submit(weft, &format!("before-{i}")).await);
+    }
+    for i in 0..3 {
+        ids.push(submit_for(&b, &format!("python-before-{i}"), "python").await);
     }
     let mut wefts = [Some(a), Some(b)];
     let writer = {
@@ -142,11 +161,23 @@ async fn a_standby_takes_over_when_the_writer_is_killed_and_nothing_is_lost() {
     for i in 0..20 {
         ids.push(submit(&survivor, &format!("after-{i}")).await);
     }
+    for i in 0..3 {
+        ids.push(submit_for(&survivor, &format!("python-after-{i}"), "python").await);
+    }
     assert_eq!(writer_of(&[&survivor]).await, 0);
     wait_all_completed(&survivor, ids.len()).await;
 
     let events = events_of(&survivor).await;
     assert_each_completed_once_by_one_holder(&events, &ids);
+    // No spin-up launched twice: each was started (the mechanism called) at most once.
+    let mut started: HashMap<&str, usize> = HashMap::new();
+    for e in common::of_type(&events, "spin-up.started") {
+        *started
+            .entry(e["aggregateId"].as_str().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert!(!started.is_empty(), "no spin-up happened");
+    assert!(started.values().all(|&n| n == 1), "{started:?}");
     let elections: Vec<&str> = common::of_type(&events, "writer.elected")
         .iter()
         .filter_map(|e| e["data"]["instance"].as_str())
