@@ -41,20 +41,20 @@ pub enum Role {
 
 pub struct Leases {
     kv: kv::Store,
-    instance: String,
-    ttl: Duration,
-    state: Mutex<State>,
-    /// Wakes the renewal loop early: a lease was released, or a command found one vacant.
+    book: Mutex<Book>,
+    /// Wakes the renewal loop early: a lease was released.
     wake: Notify,
 }
 
-#[derive(Default)]
-struct State {
+/// What this instance knows of the leases, and the rules on it: pure, given `now`.
+struct Book {
+    me: String,
+    ttl: Duration,
     /// Leases as last seen in the bucket, by project.
     holders: HashMap<String, Seen>,
     /// Instances alive, by id: when first and last seen.
     instances: HashMap<String, (Instant, Instant)>,
-    /// The leases this instance holds: revision, when renewed, when taken.
+    /// The leases this instance holds.
     mine: HashMap<String, Held>,
     /// When each project was first seen vacant by this instance.
     vacant_since: HashMap<String, Instant>,
@@ -70,27 +70,32 @@ struct Seen {
 
 struct Held {
     revision: u64,
+    /// When the last renewal that succeeded was sent (the bucket counts its age from a
+    /// moment after that).
     renewed: Instant,
     taken: Instant,
 }
 
-impl Leases {
-    pub fn new(kv: kv::Store, instance: String, ttl: Duration) -> Arc<Self> {
-        Arc::new(Leases {
-            kv,
-            instance,
+/// What the renewal loop is to do about other leases.
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// Vacant leases to take, with the stale holder and revision where one is left.
+    take: Vec<(String, Option<(String, u64)>)>,
+    /// Leases to give to the instance preferred for them, with their revision.
+    hand_over: Vec<(String, u64)>,
+}
+
+impl Book {
+    fn new(me: String, ttl: Duration) -> Self {
+        Book {
+            me,
             ttl,
-            state: Mutex::default(),
-            wake: Notify::new(),
-        })
-    }
-
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+            holders: HashMap::new(),
+            instances: HashMap::new(),
+            mine: HashMap::new(),
+            vacant_since: HashMap::new(),
+            leaving: false,
+        }
     }
 
     /// A lease counts as held until a little before it would lapse in the bucket, so this
@@ -99,18 +104,14 @@ impl Leases {
         self.ttl.mul_f64(0.8)
     }
 
-    pub fn role(&self, project: &str) -> Role {
-        let now = Instant::now();
-        let state = self.state();
-        if let Some(held) = state.mine.get(project) {
+    fn role(&self, project: &str, now: Instant) -> Role {
+        if let Some(held) = self.mine.get(project) {
             if now.duration_since(held.renewed) < self.held_for() {
                 return Role::Writer;
             }
         }
-        match state.holders.get(project) {
-            Some(seen)
-                if seen.holder != self.instance && now.duration_since(seen.at) < self.ttl =>
-            {
+        match self.holders.get(project) {
+            Some(seen) if seen.holder != self.me && now.duration_since(seen.at) < self.ttl => {
                 Role::Standby {
                     holder: seen.holder.clone(),
                     revision: seen.revision,
@@ -120,15 +121,8 @@ impl Leases {
         }
     }
 
-    pub fn holds(&self, project: &str) -> bool {
-        self.role(project) == Role::Writer
-    }
-
-    /// The projects this instance writes for, sorted.
-    pub fn held(&self) -> Vec<String> {
-        let now = Instant::now();
+    fn held(&self, now: Instant) -> Vec<String> {
         let mut held: Vec<String> = self
-            .state()
             .mine
             .iter()
             .filter(|(_, h)| now.duration_since(h.renewed) < self.held_for())
@@ -138,15 +132,150 @@ impl Leases {
         held
     }
 
+    fn took(&mut self, project: &str, revision: u64, sent: Instant) {
+        self.mine.insert(
+            project.to_string(),
+            Held {
+                revision,
+                renewed: sent,
+                taken: sent,
+            },
+        );
+        self.vacant_since.remove(project);
+    }
+
+    /// Records an entry of the bucket; true when it released a lease.
+    fn saw(&mut self, key: &str, value: &[u8], revision: u64, put: bool, now: Instant) -> bool {
+        if let Some(project) = key.strip_prefix(PROJECT_KEY) {
+            if put {
+                let holder = String::from_utf8_lossy(value).into_owned();
+                let seen = Seen {
+                    holder,
+                    revision,
+                    at: now,
+                };
+                self.holders.insert(project.to_string(), seen);
+            } else {
+                self.holders.remove(project);
+                return true;
+            }
+        } else if let Some(instance) = key.strip_prefix(INSTANCE_KEY) {
+            if put {
+                let first = self
+                    .instances
+                    .get(instance)
+                    .map_or(now, |(first, _)| *first);
+                self.instances.insert(instance.to_string(), (first, now));
+            } else {
+                self.instances.remove(instance);
+            }
+        }
+        false
+    }
+
+    /// Takes vacant leases this instance is preferred for (or that stayed vacant a lease
+    /// time), and hands over those another live instance is preferred for once it has
+    /// been up two lease times (and this one held them as long).
+    fn plan(&mut self, projects: &[String], now: Instant) -> Plan {
+        let mut plan = Plan::default();
+        if self.leaving {
+            return plan;
+        }
+        let ttl = self.ttl;
+        let alive: Vec<&str> = self
+            .instances
+            .iter()
+            .filter(|(_, (_, last))| now.duration_since(*last) < ttl)
+            .map(|(id, _)| id.as_str())
+            .chain(std::iter::once(self.me.as_str()))
+            .collect();
+        let settled = |id: &str| {
+            self.instances.get(id).is_some_and(|(first, last)| {
+                now.duration_since(*last) < ttl && now.duration_since(*first) > ttl * 2
+            })
+        };
+        let mut vacant = Vec::new();
+        for project in projects {
+            let preferred = preferred(project, &alive);
+            if let Some(held) = self.mine.get(project) {
+                if preferred != self.me
+                    && settled(preferred)
+                    && now.duration_since(held.taken) > ttl * 2
+                {
+                    plan.hand_over.push((project.clone(), held.revision));
+                }
+                continue;
+            }
+            // A lease not renewed for a lease time has lapsed, whether or not the bucket
+            // has dropped its key yet (its age limit is applied lazily).
+            let stale = match self.holders.get(project) {
+                None => Some(None),
+                Some(seen) if now.duration_since(seen.at) >= ttl => {
+                    Some(Some((seen.holder.clone(), seen.revision)))
+                }
+                Some(_) => None,
+            };
+            if let Some(stale) = stale {
+                vacant.push((project.clone(), preferred == self.me, stale));
+            }
+        }
+        self.vacant_since
+            .retain(|p, _| vacant.iter().any(|(v, _, _)| v == p));
+        for (project, preferred, stale) in vacant {
+            let since = *self.vacant_since.entry(project.clone()).or_insert(now);
+            if preferred || now.duration_since(since) >= ttl {
+                plan.take.push((project, stale));
+            }
+        }
+        plan
+    }
+}
+
+impl Leases {
+    pub fn new(kv: kv::Store, instance: String, ttl: Duration) -> Arc<Self> {
+        Arc::new(Leases {
+            kv,
+            book: Mutex::new(Book::new(instance, ttl)),
+            wake: Notify::new(),
+        })
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn me(&self) -> String {
+        self.book().me.clone()
+    }
+
+    pub fn role(&self, project: &str) -> Role {
+        self.book().role(project, Instant::now())
+    }
+
+    pub fn holds(&self, project: &str) -> bool {
+        self.role(project) == Role::Writer
+    }
+
+    /// The projects this instance writes for, sorted.
+    pub fn held(&self) -> Vec<String> {
+        self.book().held(Instant::now())
+    }
+
     /// Takes the project's lease if it is vacant; true when this instance holds it now.
     pub async fn acquire(&self, project: &str) -> bool {
-        if self.state().leaving {
+        let (me, leaving) = {
+            let book = self.book();
+            (book.me.clone(), book.leaving)
+        };
+        if leaving {
             return false;
         }
         let key = format!("{PROJECT_KEY}{project}");
-        match self.kv.create(&key, self.instance.clone().into()).await {
+        let sent = Instant::now();
+        match self.kv.create(&key, me.into()).await {
             Ok(revision) => {
-                self.took(project, revision);
+                self.book().took(project, revision, sent);
+                tracing::info!(project, "writer lease taken");
                 true
             }
             Err(e) => {
@@ -176,26 +305,6 @@ impl Leases {
         self.acquire(project).await
     }
 
-    fn took(&self, project: &str, revision: u64) {
-        let now = Instant::now();
-        let mut state = self.state();
-        state.mine.insert(
-            project.to_string(),
-            Held {
-                revision,
-                renewed: now,
-                taken: now,
-            },
-        );
-        state.vacant_since.remove(project);
-        tracing::info!(project, "writer lease taken");
-    }
-
-    /// Wakes the renewal loop to look at vacant leases now.
-    pub fn nudge(&self) {
-        self.wake.notify_one();
-    }
-
     /// Keeps this instance's leases and presence until `leaving`, then releases them at
     /// once so standbys take over without waiting for them to lapse; goes on following who
     /// holds what until `done`. `projects` lists the projects there are (those with
@@ -207,10 +316,23 @@ impl Leases {
         done: CancellationToken,
     ) {
         let watcher = tokio::spawn(self.clone().watch(done));
-        let tick = (self.ttl / 5).max(Duration::from_millis(100));
+        let tick = (self.book().ttl / 5).max(Duration::from_millis(100));
         loop {
             self.renew().await;
-            self.balance(&projects()).await;
+            let plan = self.book().plan(&projects(), Instant::now());
+            for (project, stale) in plan.take {
+                match stale {
+                    Some((holder, revision)) => self.take_from(&project, &holder, revision).await,
+                    None => self.acquire(&project).await,
+                };
+            }
+            for (project, revision) in plan.hand_over {
+                self.release(&project, revision).await;
+                tracing::info!(
+                    project,
+                    "writer lease handed over to the preferred instance"
+                );
+            }
             tokio::select! {
                 _ = leaving.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
@@ -222,8 +344,8 @@ impl Leases {
     }
 
     /// Follows the bucket: who holds what, who is alive.
-    async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
+    async fn watch(self: Arc<Self>, done: CancellationToken) {
+        while !done.is_cancelled() {
             // With history: the current holders first, then every change.
             let mut entries = match self.kv.watch_with_history(">").await {
                 Ok(entries) => entries,
@@ -235,7 +357,7 @@ impl Leases {
             };
             loop {
                 let entry = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = done.cancelled() => return,
                     entry = entries.next() => entry,
                 };
                 match entry {
@@ -251,68 +373,48 @@ impl Leases {
     }
 
     fn saw(&self, entry: kv::Entry) {
-        let now = Instant::now();
         let put = entry.operation == kv::Operation::Put;
-        let mut state = self.state();
-        if let Some(project) = entry.key.strip_prefix(PROJECT_KEY) {
-            if put {
-                let holder = String::from_utf8_lossy(&entry.value).into_owned();
-                state.holders.insert(
-                    project.to_string(),
-                    Seen {
-                        holder,
-                        revision: entry.revision,
-                        at: now,
-                    },
-                );
-            } else {
-                state.holders.remove(project);
-                drop(state);
-                // Released: the preferred instance takes it now, not at its next tick.
-                self.wake.notify_one();
-            }
-        } else if let Some(instance) = entry.key.strip_prefix(INSTANCE_KEY) {
-            if put {
-                let first = state
-                    .instances
-                    .get(instance)
-                    .map_or(now, |(first, _)| *first);
-                state.instances.insert(instance.to_string(), (first, now));
-            } else {
-                state.instances.remove(instance);
-            }
+        let released = self.book().saw(
+            &entry.key,
+            &entry.value,
+            entry.revision,
+            put,
+            Instant::now(),
+        );
+        if released {
+            // The preferred instance takes it now, not at its next tick.
+            self.wake.notify_one();
         }
     }
 
     /// Announces this instance and renews its leases; a renewal refused means another
     /// instance took the lease, and this one is no longer the writer.
     async fn renew(&self) {
-        let presence = format!("{INSTANCE_KEY}{}", self.instance);
+        let me = self.me();
+        let presence = format!("{INSTANCE_KEY}{me}");
         if let Err(e) = self.kv.put(&presence, Vec::new().into()).await {
             tracing::debug!("presence not renewed: {e}");
         }
         let mine: Vec<(String, u64)> = self
-            .state()
+            .book()
             .mine
             .iter()
             .map(|(p, h)| (p.clone(), h.revision))
             .collect();
         for (project, revision) in mine {
             let key = format!("{PROJECT_KEY}{project}");
-            let renewed = self
-                .kv
-                .update(&key, self.instance.clone().into(), revision)
-                .await;
-            let mut state = self.state();
+            let sent = Instant::now();
+            let renewed = self.kv.update(&key, me.clone().into(), revision).await;
+            let mut book = self.book();
             match renewed {
                 Ok(revision) => {
-                    if let Some(held) = state.mine.get_mut(&project) {
+                    if let Some(held) = book.mine.get_mut(&project) {
                         held.revision = revision;
-                        held.renewed = Instant::now();
+                        held.renewed = sent;
                     }
                 }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    state.mine.remove(&project);
+                    book.mine.remove(&project);
                     tracing::warn!(project, "writer lease lost to another instance");
                 }
                 // Not reachable now: the lease lapses by itself if this lasts.
@@ -321,86 +423,8 @@ impl Leases {
         }
     }
 
-    /// Takes vacant leases this instance is preferred for (or that stayed vacant a lease
-    /// time), and hands over those another live instance is preferred for.
-    async fn balance(&self, projects: &[String]) {
-        let now = Instant::now();
-        let (take, hand_over) = {
-            let mut state = self.state();
-            if state.leaving {
-                return;
-            }
-            let alive: Vec<&str> = state
-                .instances
-                .iter()
-                .filter(|(_, (_, last))| now.duration_since(*last) < self.ttl)
-                .map(|(id, _)| id.as_str())
-                .chain(std::iter::once(self.instance.as_str()))
-                .collect();
-            let settled: Vec<&str> = state
-                .instances
-                .iter()
-                .filter(|(_, (first, last))| {
-                    now.duration_since(*last) < self.ttl
-                        && now.duration_since(*first) > self.ttl * 2
-                })
-                .map(|(id, _)| id.as_str())
-                .collect();
-            let mut take = Vec::new();
-            let mut hand_over = Vec::new();
-            let mut vacant = Vec::new();
-            for project in projects {
-                let preferred = preferred(project, &alive);
-                if let Some(held) = state.mine.get(project) {
-                    if preferred != self.instance
-                        && settled.contains(&preferred)
-                        && now.duration_since(held.taken) > self.ttl * 2
-                    {
-                        hand_over.push((project.clone(), held.revision));
-                    }
-                    continue;
-                }
-                // A lease not renewed for a lease time has lapsed, whether or not the
-                // bucket has dropped its key yet (its age limit is checked lazily).
-                let stale = match state.holders.get(project) {
-                    None => Some(None),
-                    Some(seen) if now.duration_since(seen.at) >= self.ttl => {
-                        Some(Some((seen.holder.clone(), seen.revision)))
-                    }
-                    Some(_) => None,
-                };
-                if let Some(stale) = stale {
-                    vacant.push((project.clone(), preferred == self.instance, stale));
-                }
-            }
-            state
-                .vacant_since
-                .retain(|p, _| vacant.iter().any(|(v, _, _)| v == p));
-            for (project, preferred, stale) in vacant {
-                let since = *state.vacant_since.entry(project.clone()).or_insert(now);
-                if preferred || now.duration_since(since) >= self.ttl {
-                    take.push((project, stale));
-                }
-            }
-            (take, hand_over)
-        };
-        for (project, stale) in take {
-            match stale {
-                Some((holder, revision)) => self.take_from(&project, &holder, revision).await,
-                None => self.acquire(&project).await,
-            };
-        }
-        for (project, revision) in hand_over {
-            self.release(&project, revision).await;
-            tracing::info!(
-                project,
-                "writer lease handed over to the preferred instance"
-            );
-        }
-    }
-
     async fn release(&self, project: &str, revision: u64) {
-        self.state().mine.remove(project);
+        self.book().mine.remove(project);
         let key = format!("{PROJECT_KEY}{project}");
         if let Err(e) = self.kv.delete_expect_revision(&key, Some(revision)).await {
             tracing::debug!(project, "lease not released: {e}");
@@ -409,21 +433,21 @@ impl Leases {
 
     /// Gives up every lease and the presence key (on shutdown).
     pub async fn release_all(&self) {
-        let mine: Vec<(String, u64)> = {
-            let mut state = self.state();
-            state.leaving = true;
-            state
+        let (me, mine) = {
+            let mut book = self.book();
+            book.leaving = true;
+            let mine: Vec<(String, u64)> = book
                 .mine
                 .iter()
                 .map(|(p, h)| (p.clone(), h.revision))
-                .collect()
+                .collect();
+            (book.me.clone(), mine)
         };
         for (project, revision) in mine {
             self.release(&project, revision).await;
             tracing::info!(project, "writer lease released");
         }
-        let presence = format!("{INSTANCE_KEY}{}", self.instance);
-        let _ = self.kv.delete(&presence).await;
+        let _ = self.kv.delete(format!("{INSTANCE_KEY}{me}")).await;
     }
 }
 
@@ -443,7 +467,128 @@ pub fn preferred<'a>(project: &str, alive: &[&'a str]) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use super::preferred;
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(5);
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// A book for `me`, knowing `others` alive since `t0`.
+    fn book(me: &str, others: &[&str], t0: Instant) -> Book {
+        let mut book = Book::new(me.into(), TTL);
+        for other in others {
+            book.saw(&format!("{INSTANCE_KEY}{other}"), b"", 1, true, t0);
+        }
+        book
+    }
+
+    fn projects(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// A project `me` is preferred for, and one it is not, among `me` and `other`.
+    fn split(me: &str, other: &str) -> (String, String) {
+        let alive = [me, other];
+        let mine = (0..)
+            .map(|i| format!("p{i}"))
+            .find(|p| preferred(p, &alive) == me);
+        let theirs = (0..)
+            .map(|i| format!("p{i}"))
+            .find(|p| preferred(p, &alive) == other);
+        (mine.expect("one"), theirs.expect("one"))
+    }
+
+    #[test]
+    fn a_held_lease_makes_the_writer_until_shortly_before_it_would_lapse() {
+        let t0 = Instant::now();
+        let mut book = book("a", &[], t0);
+        book.took("p", 7, t0);
+        assert_eq!(book.role("p", t0 + secs(3.9)), Role::Writer);
+        assert_eq!(book.held(t0 + secs(3.9)), ["p"]);
+        // 0.8 of the lease: it stops writing before anyone may take over.
+        assert_eq!(book.role("p", t0 + secs(4.1)), Role::Vacant);
+        assert!(book.held(t0 + secs(4.1)).is_empty());
+    }
+
+    #[test]
+    fn another_holder_makes_a_standby_until_its_lease_lapses() {
+        let t0 = Instant::now();
+        let mut book = book("a", &["b"], t0);
+        book.saw("project.p", b"b", 9, true, t0);
+        let standby = Role::Standby {
+            holder: "b".into(),
+            revision: 9,
+        };
+        assert_eq!(book.role("p", t0 + secs(4.9)), standby);
+        assert_eq!(book.role("p", t0 + secs(5.0)), Role::Vacant);
+        // Released: vacant at once.
+        assert!(book.saw("project.p", b"", 10, false, t0 + secs(1.0)));
+        assert_eq!(book.role("p", t0 + secs(1.0)), Role::Vacant);
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_taken_by_the_preferred_instance_at_once_by_others_a_lease_later() {
+        let t0 = Instant::now();
+        let (for_a, for_b) = split("a", "b");
+        let mut a = book("a", &["b"], t0);
+        a.saw(&format!("project.{for_a}"), b"c", 3, true, t0);
+        a.saw(&format!("project.{for_b}"), b"c", 4, true, t0);
+        let all = projects(&[&for_a, &for_b]);
+        // Renewed a moment ago: nothing to take.
+        assert_eq!(a.plan(&all, t0 + secs(1.0)), Plan::default());
+        // b stays alive (it renews its presence); c's leases lapse.
+        a.saw("instance.b", b"", 5, true, t0 + secs(5.0));
+        let plan = a.plan(&all, t0 + secs(5.0));
+        assert_eq!(plan.take, vec![(for_a.clone(), Some(("c".into(), 3)))]);
+        // b is preferred for the other; if it has not taken it a lease later, a does.
+        a.saw("instance.b", b"", 6, true, t0 + secs(9.0));
+        let later = a.plan(&all, t0 + secs(10.1));
+        assert!(later.take.iter().any(|(p, _)| *p == for_b), "{later:?}");
+    }
+
+    #[test]
+    fn a_project_never_recorded_as_held_is_taken_by_its_preferred_instance() {
+        let t0 = Instant::now();
+        let (for_a, for_b) = split("a", "b");
+        let mut a = book("a", &["b"], t0);
+        let plan = a.plan(&projects(&[&for_a, &for_b]), t0);
+        assert_eq!(plan.take, vec![(for_a, None)]);
+    }
+
+    #[test]
+    fn leases_go_to_the_preferred_instance_once_it_has_been_up_two_lease_times() {
+        let t0 = Instant::now();
+        let (_, for_b) = split("a", "b");
+        let mut a = book("a", &[], t0);
+        a.took(&for_b, 11, t0);
+        let all = projects(&[&for_b]);
+        // b comes up at t0 + 1 s, and keeps its presence.
+        for t in [1.0, 4.0, 7.0, 10.0] {
+            a.saw("instance.b", b"", 1, true, t0 + secs(t));
+        }
+        // Not before b has been up for two lease times.
+        assert!(a.plan(&all, t0 + secs(10.5)).hand_over.is_empty());
+        assert_eq!(
+            a.plan(&all, t0 + secs(11.5)).hand_over,
+            vec![(for_b.clone(), 11)]
+        );
+        // A lease taken a moment ago is not handed on at once.
+        let mut fresh = book("a", &[], t0);
+        fresh.saw("instance.b", b"", 1, true, t0 + secs(1.0));
+        fresh.took(&for_b, 12, t0 + secs(10.0));
+        fresh.saw("instance.b", b"", 2, true, t0 + secs(11.0));
+        assert!(fresh.plan(&all, t0 + secs(11.5)).hand_over.is_empty());
+    }
+
+    #[test]
+    fn an_instance_that_is_leaving_takes_nothing() {
+        let t0 = Instant::now();
+        let mut a = book("a", &[], t0);
+        a.leaving = true;
+        assert_eq!(a.plan(&projects(&["p"]), t0), Plan::default());
+    }
 
     #[test]
     fn projects_spread_over_instances_and_move_only_when_theirs_goes() {

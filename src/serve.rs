@@ -84,13 +84,30 @@ async fn serve(
         replicas: config.replicas,
         writer_lease: Duration::from_millis(config.writer_lease_ms),
     };
-    let outcome = migrations::apply(
-        &client,
-        concat!("weft ", env!("CARGO_PKG_VERSION")),
-        &topology,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    // A cluster still forming (or busy) refuses or times out for a while: ask again.
+    let applied_by = concat!("weft ", env!("CARGO_PKG_VERSION"));
+    let attempt = || migrations::apply(&client, applied_by, &topology);
+    let outcome = {
+        use backon::Retryable;
+        attempt
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_total_delay(Some(Duration::from_secs(30)))
+                    .without_max_times(),
+            )
+            .sleep(tokio::time::sleep)
+            .when(migrations::Error::may_pass)
+            .notify(|e, wait| {
+                tracing::warn!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "topology not applied yet: {e}"
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+    };
     if outcome.previous != outcome.current {
         tracing::info!(
             from = outcome.previous,

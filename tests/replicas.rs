@@ -169,15 +169,20 @@ async fn a_standby_takes_over_when_the_writer_is_killed_and_nothing_is_lost() {
 
     let events = events_of(&survivor).await;
     assert_each_completed_once_by_one_holder(&events, &ids);
-    // No spin-up launched twice: each was started (the mechanism called) at most once.
-    let mut started: HashMap<&str, usize> = HashMap::new();
-    for e in common::of_type(&events, "spin-up.started") {
-        *started
-            .entry(e["aggregateId"].as_str().unwrap_or_default())
-            .or_default() += 1;
+    // No spin-up launched twice: each started one agent (an agent registers with the id
+    // of the spin-up that started it).
+    assert!(
+        !common::of_type(&events, "spin-up.triggered").is_empty(),
+        "no spin-up happened"
+    );
+    let mut launched: HashMap<&str, usize> = HashMap::new();
+    for e in common::of_type(&events, "agent.registered") {
+        if let Some(spin_up) = e["data"]["spinUpId"].as_str() {
+            *launched.entry(spin_up).or_default() += 1;
+        }
     }
-    assert!(!started.is_empty(), "no spin-up happened");
-    assert!(started.values().all(|&n| n == 1), "{started:?}");
+    assert!(!launched.is_empty(), "no agent came from a spin-up");
+    assert!(launched.values().all(|&n| n == 1), "{launched:?}");
     let elections: Vec<&str> = common::of_type(&events, "writer.elected")
         .iter()
         .filter_map(|e| e["data"]["instance"].as_str())

@@ -323,7 +323,12 @@ async fn a_killed_agents_work_is_retried_elsewhere_and_failures_dead_letter() {
     assert_eq!(listed["workItems"][0]["id"], bad.as_str());
     let (status, retried) = call(http.post(weft.url(&format!("/api/work/{bad}/retry")))).await;
     assert_eq!(status, 200, "{retried}");
-    assert_eq!(retried["workItem"]["attempts"], 0);
+    // Counted afresh; by the time of the answer the scheduler may have assigned it again.
+    assert!(
+        retried["workItem"]["attempts"].as_u64() <= Some(1)
+            && retried["workItem"]["status"] != "dead-lettered",
+        "{retried}"
+    );
     poll_until(
         &weft,
         &format!("/api/work/{bad}"),

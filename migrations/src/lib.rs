@@ -68,6 +68,14 @@ impl Default for Topology {
     }
 }
 
+impl Error {
+    /// Whether trying again may succeed: JetStream busy or still forming (a cluster whose
+    /// servers have not all joined yet), not a refusal that stays.
+    pub fn may_pass(&self) -> bool {
+        matches!(self, Error::JetStream { .. } | Error::Placement { .. })
+    }
+}
+
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
@@ -88,6 +96,11 @@ pub enum Error {
     NewerSchema { found: u32, known: u32 },
     #[error("the recorded schema version is unreadable ({0}); fix or delete key '{SCHEMA_KEY}' in bucket '{META_BUCKET}'")]
     CorruptRecord(String),
+    #[error(
+        "the NATS server cannot place {replicas} replicas: it is not part of a cluster; \
+         WEFT_REPLICAS must be 1 without a cluster (as with the embedded default)"
+    )]
+    NotClustered { replicas: usize },
     #[error(
         "the NATS servers cannot place {replicas} replicas of {stream} ({message}); \
          WEFT_REPLICAS must be at most the number of JetStream servers in the cluster \
@@ -254,6 +267,11 @@ pub async fn apply(
     topology: &Topology,
 ) -> Result<Outcome, Error> {
     check_server_version(&client.server_info().version)?;
+    if topology.replicas > 1 && client.server_info().cluster.is_none() {
+        return Err(Error::NotClustered {
+            replicas: topology.replicas,
+        });
+    }
     let js = jetstream::new(client.clone());
     let meta = meta_bucket(&js, topology.replicas)
         .await

@@ -1,4 +1,5 @@
-//! `/api/events`: the audit log, read from the event stream itself.
+//! `/api/events` and the aggregates' histories: the audit log, read from the event
+//! stream itself.
 
 use std::sync::Arc;
 
@@ -69,8 +70,73 @@ pub struct EventPage {
     pub has_more: bool,
 }
 
-/// How many events one request looks at when filtering by type.
+/// How many events one request looks at when filtering by what the subject cannot say
+/// (type, actor, correlation id).
 const SCAN_LIMIT: usize = 5_000;
+
+impl AppState {
+    /// A page of the events on subjects `filter` matches after `after`, those `wanted`
+    /// keeps; at most `limit`, looking at more when `selective` (the filter is not all).
+    pub async fn read_events(
+        &self,
+        filter: &str,
+        after: u64,
+        limit: usize,
+        selective: bool,
+        wanted: impl Fn(&events::Envelope) -> bool,
+    ) -> Result<EventPage, ApiError> {
+        let scan = if selective { SCAN_LIMIT } else { limit };
+        let (raw, remaining) = self
+            .store
+            .read(after, filter, scan)
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let mut page = EventPage {
+            events: Vec::new(),
+            count: 0,
+            next_after: after,
+            has_more: remaining > 0,
+        };
+        for (i, (sequence, bytes)) in raw.iter().enumerate() {
+            let envelope = match migrations::decode(bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(sequence, "event not readable by this binary: {e}");
+                    page.next_after = *sequence;
+                    continue;
+                }
+            };
+            if wanted(&envelope) {
+                page.events.push(EventView::new(*sequence, &envelope));
+            }
+            page.next_after = *sequence;
+            if page.events.len() == limit {
+                page.has_more |= i + 1 < raw.len();
+                break;
+            }
+        }
+        page.count = page.events.len();
+        Ok(page)
+    }
+
+    /// One aggregate's events in order: what happened to it, when, by whom, from which
+    /// request, and what each changed (its `data`).
+    pub async fn history(
+        &self,
+        project: &str,
+        kind: events::AggregateKind,
+        id: &str,
+        after: Option<u64>,
+        limit: Option<i64>,
+    ) -> Result<Json<EventPage>, ApiError> {
+        let filter = events::subject::filter(Some(project), Some(kind), Some(id));
+        let limit = limit.unwrap_or(100).clamp(1, 1000) as usize;
+        let page = self
+            .read_events(&filter, after.unwrap_or(0), limit, false, |_| true)
+            .await?;
+        Ok(Json(page))
+    }
+}
 
 #[OpenApi(tag = "Tag::Events")]
 impl EventsApi {
@@ -89,6 +155,12 @@ impl EventsApi {
         /// Event type, e.g. `target.registered`.
         #[oai(name = "type")]
         event_type: Query<Option<String>>,
+        /// Only events caused by this actor (a token's name, `agent:<id>`, `system`...).
+        #[oai(validator(min_length = 1, max_length = 256))]
+        actor: Query<Option<String>>,
+        /// Only events of the request with this `X-Request-Id`.
+        #[oai(name = "correlationId", validator(min_length = 1, max_length = 256))]
+        correlation_id: Query<Option<String>>,
         /// Only events after this sequence.
         after: Query<Option<u64>>,
         /// At most this many events (1-1000, default 100).
@@ -97,48 +169,23 @@ impl EventsApi {
     ) -> Result<Json<EventPage>, ApiError> {
         let limit = limit.0.unwrap_or(100) as usize;
         let kind = aggregate.0.map(events::AggregateKind::from);
-        let after = after.0.unwrap_or(0);
         let filter =
             events::subject::filter(project_id.0.as_deref(), kind, aggregate_id.0.as_deref());
-        let scan = if event_type.0.is_some() {
-            SCAN_LIMIT
-        } else {
-            limit
-        };
-        let (raw, remaining) = app
-            .store
-            .read(after, &filter, scan)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let mut page = EventPage {
-            events: Vec::new(),
-            count: 0,
-            next_after: after,
-            has_more: remaining > 0,
-        };
-        for (i, (sequence, bytes)) in raw.iter().enumerate() {
-            let envelope = match migrations::decode(bytes) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(sequence, "event not readable by this binary: {e}");
-                    page.next_after = *sequence;
-                    continue;
-                }
-            };
-            if event_type
+        let selective = event_type.0.is_some() || actor.0.is_some() || correlation_id.0.is_some();
+        let wanted = |e: &events::Envelope| {
+            event_type
                 .0
                 .as_deref()
-                .is_none_or(|t| t == envelope.event.type_name())
-            {
-                page.events.push(EventView::new(*sequence, &envelope));
-            }
-            page.next_after = *sequence;
-            if page.events.len() == limit {
-                page.has_more |= i + 1 < raw.len();
-                break;
-            }
-        }
-        page.count = page.events.len();
+                .is_none_or(|t| t == e.event.type_name())
+                && actor.0.as_deref().is_none_or(|a| a == e.actor)
+                && correlation_id
+                    .0
+                    .as_deref()
+                    .is_none_or(|c| e.correlation_id.as_deref() == Some(c))
+        };
+        let page = app
+            .read_events(&filter, after.0.unwrap_or(0), limit, selective, wanted)
+            .await?;
         Ok(Json(page))
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::api::batch::BatchOutcome;
 use crate::api::error::ApiError;
+use crate::api::events::EventPage;
 use crate::api::pagination::{self, filter_hash};
 use crate::api::strict::{OptionalBody, Strict};
 use crate::api::{Actor, AppState, Tag};
@@ -157,6 +158,34 @@ impl AgentsApi {
         guid: Path<String>,
     ) -> Result<Json<AgentView>, ApiError> {
         Ok(Json(app.find_agent(&guid.0)?))
+    }
+
+    /// An agent's history: its events in order (registrations, shutdown requests, going
+    /// offline), with time, actor and what each changed. Warp agents have none.
+    #[oai(
+        path = "/api/agents/:guid/history",
+        method = "get",
+        operation_id = "getAgentHistory"
+    )]
+    async fn history(
+        &self,
+        app: Data<&Arc<AppState>>,
+        guid: Path<String>,
+        /// Only events after this sequence.
+        after: Query<Option<u64>>,
+        /// At most this many events (1-1000, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<i64>>,
+    ) -> Result<Json<EventPage>, ApiError> {
+        let agent = app.find_agent(&guid.0)?;
+        app.history(
+            &agent.project_id,
+            events::AggregateKind::Agent,
+            &guid.0,
+            after.0,
+            limit.0,
+        )
+        .await
     }
 
     /// Ask an agent to shut down: gracefully (finish its work first, the default) or not.

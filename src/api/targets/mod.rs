@@ -12,6 +12,7 @@ use projections::{HealthStatus, Target, TargetStatus};
 
 use crate::api::batch::BatchOutcome;
 use crate::api::error::ApiError;
+use crate::api::events::EventPage;
 use crate::api::pagination::{self, filter_hash};
 use crate::api::strict::Strict;
 use crate::api::{Actor, AppState, Tag};
@@ -214,6 +215,36 @@ impl TargetsApi {
     ) -> Result<Json<TargetView>, ApiError> {
         let (_, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
         Ok(Json(view))
+    }
+
+    /// A target's history: its events in order (registration, changes, health checks),
+    /// with time, actor, correlation and causation ids, and what each changed.
+    #[oai(
+        path = "/api/targets/:id/history",
+        method = "get",
+        operation_id = "getTargetHistory"
+    )]
+    async fn history(
+        &self,
+        app: Data<&Arc<AppState>>,
+        id: Path<String>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
+        /// Only events after this sequence.
+        after: Query<Option<u64>>,
+        /// At most this many events (1-1000, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<i64>>,
+    ) -> Result<Json<EventPage>, ApiError> {
+        let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        app.history(
+            &project,
+            events::AggregateKind::Target,
+            &view.id,
+            after.0,
+            limit.0,
+        )
+        .await
     }
 
     /// Change a target's settings.

@@ -12,6 +12,7 @@ use projections::{Work, WorkStatus};
 
 use crate::api::batch::BatchOutcome;
 use crate::api::error::ApiError;
+use crate::api::events::EventPage;
 use crate::api::pagination::{self, filter_hash};
 use crate::api::strict::Strict;
 use crate::api::{Actor, AppState, Tag};
@@ -292,6 +293,36 @@ impl WorkApi {
         project_id: Query<Option<String>>,
     ) -> Result<Json<WorkView>, ApiError> {
         Ok(Json(app.find_work(project_id.0.as_deref(), &id.0)?.1))
+    }
+
+    /// A work item's history: its events in order, with time, actor, correlation and
+    /// causation ids, and what each changed.
+    #[oai(
+        path = "/api/work/:id/history",
+        method = "get",
+        operation_id = "getWorkHistory"
+    )]
+    async fn history(
+        &self,
+        app: Data<&Arc<AppState>>,
+        id: Path<String>,
+        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        project_id: Query<Option<String>>,
+        /// Only events after this sequence.
+        after: Query<Option<u64>>,
+        /// At most this many events (1-1000, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<i64>>,
+    ) -> Result<Json<EventPage>, ApiError> {
+        let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
+        app.history(
+            &project,
+            events::AggregateKind::Work,
+            &id.0,
+            after.0,
+            limit.0,
+        )
+        .await
     }
 
     /// Cancel a work item; an agent running it is told to stop. Completed work cannot be

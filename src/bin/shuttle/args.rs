@@ -130,6 +130,10 @@ pub(crate) enum WorkCommand {
     Retry {
         id: String,
     },
+    /// Everything that happened to an item, oldest first: time, type, actor.
+    History {
+        id: String,
+    },
 }
 
 #[derive(clap::Args, Default)]

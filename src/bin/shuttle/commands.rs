@@ -215,6 +215,18 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             print_value(&ctx, &item, &WORK_HEADERS, &WORK_FIELDS, None);
             Ok(())
         }
+        Command::Work(WorkCommand::History { id }) => {
+            let q = EventQuery {
+                project: ctx.project.clone(),
+                aggregate: Some("work".into()),
+                aggregate_id: Some(id),
+                event_type: None,
+                after: 0,
+                follow: false,
+                json: ctx.json,
+            };
+            print_events(&ctx.api, &q).await
+        }
         Command::Work(WorkCommand::Cancel { id }) => {
             let reply = ctx
                 .api
