@@ -1,7 +1,9 @@
-//! `weft audit verify`: rebuilds every projection from the first event and checks the log
-//! and what was derived from it: sequences without gaps, every event readable (through the
-//! upcasters), the stored snapshot equal to the replay at its sequence, and a running
-//! instance's state equal to the replay at its sequence.
+//! The log as evidence. `weft audit verify` rebuilds every projection from the first event
+//! and checks the log and what was derived from it: sequences without gaps, every event
+//! readable (through the upcasters), the stored snapshot equal to the replay at its
+//! sequence, and a running instance's state equal to the replay at its sequence.
+//! `weft events export` writes the decoded log as JSON lines; `weft events import` replays
+//! such a file into an empty log, in order, so a history moves to a new cluster whole.
 
 use std::time::Duration;
 
@@ -46,18 +48,7 @@ pub async fn verify(
     api_url: Option<&str>,
     token: Option<&str>,
 ) -> Result<Report, String> {
-    let servers: Vec<String> = crate::nats::servers(nats_url)
-        .into_iter()
-        .map(|u| crate::nats::split_credentials(u).0)
-        .collect();
-    let client = tokio::time::timeout(
-        Duration::from_secs(10),
-        async_nats::connect(servers.as_slice()),
-    )
-    .await
-    .map_err(|_| format!("NATS at {} did not answer", crate::nats::redact(nats_url)))?
-    .map_err(|e| format!("cannot connect to NATS: {e}"))?;
-    let store = EventStore::new(client);
+    let store = EventStore::new(crate::nats::connect_once(nats_url).await?);
     // Asked first, so the replay passes the live instance's sequence.
     let live = match api_url {
         Some(url) => Some(live_state(url, token).await?),
@@ -189,4 +180,107 @@ async fn live_state(api_url: &str, token: Option<&str>) -> Result<Live, String> 
         .json()
         .await
         .map_err(|e| format!("unreadable /api/state: {e}"))
+}
+
+/// One line of an export: an event and its place in the log it came from.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Exported {
+    sequence: u64,
+    envelope: events::Envelope,
+}
+
+fn bar(len: u64) -> indicatif::ProgressBar {
+    let progress = indicatif::ProgressBar::new(len);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress
+}
+
+/// Writes the events after `after` (of `project`, or all) to `out`, one JSON line each,
+/// decoded through the upcasters; the number written.
+pub async fn export(
+    nats_url: &str,
+    after: u64,
+    project: Option<&str>,
+    out: &mut impl std::io::Write,
+) -> Result<u64, String> {
+    let store = EventStore::new(crate::nats::connect_once(nats_url).await?);
+    let filter = match project {
+        Some(p) => events::subject::filter(Some(p), None, None),
+        None => events::subject::ALL.to_string(),
+    };
+    let progress = bar(store.last_sequence().await.map_err(|e| e.to_string())?);
+    let (mut after, mut written) = (after, 0);
+    loop {
+        let (page, more) = store
+            .read(after, &filter, 10_000)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (sequence, bytes) in &page {
+            let envelope = migrations::decode(bytes)
+                .map_err(|e| format!("event {sequence} is not readable by this binary: {e}"))?;
+            let line = serde_json::to_string(&Exported {
+                sequence: *sequence,
+                envelope,
+            })
+            .map_err(|e| e.to_string())?;
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+            after = *sequence;
+            written += 1;
+        }
+        progress.set_position(after);
+        if more == 0 || page.is_empty() {
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    out.flush().map_err(|e| e.to_string())?;
+    Ok(written)
+}
+
+/// Appends every event of an export, in order, to an empty log (migrated first); the
+/// number imported. Each append expects the log's previous sequence, so nothing else can
+/// interleave; an export of a whole log keeps its sequences.
+pub async fn import(nats_url: &str, input: impl std::io::BufRead) -> Result<u64, String> {
+    let client = crate::nats::connect_once(nats_url).await?;
+    migrations::apply(
+        &client,
+        "weft events import",
+        &migrations::Topology::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let store = EventStore::new(client.clone());
+    let head = store.last_sequence().await.map_err(|e| e.to_string())?;
+    if head != 0 {
+        return Err(format!(
+            "the log already holds {head} events: import needs an empty one"
+        ));
+    }
+    let js = async_nats::jetstream::new(client);
+    let progress = bar(0);
+    let mut imported = 0u64;
+    for (number, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let exported: Exported = serde_json::from_str(&line)
+            .map_err(|e| format!("line {}: not an exported event: {e}", number + 1))?;
+        let e = &exported.envelope;
+        let subject = events::subject::aggregate(&e.project, e.aggregate, &e.aggregate_id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Sequence", imported.to_string().as_str());
+        js.publish_with_headers(subject, headers, e.encode().into())
+            .await
+            .map_err(|err| format!("line {}: {err}", number + 1))?
+            .await
+            .map_err(|err| format!("line {}: not stored: {err}", number + 1))?;
+        imported += 1;
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(imported)
 }

@@ -39,6 +39,28 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum EventsAction {
+    /// Write the log's events, decoded, as JSON lines to standard output.
+    Export {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Only events after this sequence.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Only this project's events.
+        #[arg(long, short = 'p')]
+        project: Option<String>,
+    },
+    /// Append an export's events, in order, to an empty log.
+    Import {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The export (JSON lines); `-` for standard input.
+        file: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Rebuild every projection from the first event; check that sequences have no gaps,
     /// that every event is readable, and that the stored snapshot (and, with --api-url, a
@@ -60,7 +82,10 @@ struct VerifyArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct EventsArgs {
+    #[command(subcommand)]
+    action: Option<EventsAction>,
     /// Weft's API.
     #[arg(long, env = "WEFT_API_URL", default_value = "http://127.0.0.1:3000")]
     api_url: String,
@@ -149,6 +174,13 @@ fn main() -> ExitCode {
             init_logging("warn", &cli.log_format);
             audit_verify(args)
         }
+        Command::Events(EventsArgs {
+            action: Some(action),
+            ..
+        }) => {
+            init_logging("warn", &cli.log_format);
+            events_archive(action)
+        }
         Command::Events(args) => {
             weft::cli::exit_quietly_on_closed_pipe();
             init_logging("warn", &cli.log_format);
@@ -162,6 +194,44 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code())
                 }
             }
+        }
+    }
+}
+
+fn events_archive(action: EventsAction) -> ExitCode {
+    let outcome = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            match action {
+                EventsAction::Export {
+                    nats_url,
+                    after,
+                    project,
+                } => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n =
+                        weft::audit::export(&nats_url, after, project.as_deref(), &mut out).await?;
+                    eprintln!("exported {n} events");
+                    Ok(())
+                }
+                EventsAction::Import { nats_url, file } => {
+                    let n = if file == "-" {
+                        weft::audit::import(&nats_url, std::io::stdin().lock()).await?
+                    } else {
+                        let f = std::fs::File::open(&file)
+                            .map_err(|e| format!("cannot read {file}: {e}"))?;
+                        weft::audit::import(&nats_url, std::io::BufReader::new(f)).await?
+                    };
+                    eprintln!("imported {n} events");
+                    Ok(())
+                }
+            }
+        })
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft events: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -144,6 +144,29 @@ pub async fn connect(
     }
 }
 
+/// Connects once (for a command that runs and ends, not a service): an error when NATS
+/// does not answer within ten seconds.
+pub async fn connect_once(urls: &str) -> Result<Client, String> {
+    let addresses: Vec<String> = servers(urls)
+        .into_iter()
+        .map(|u| split_credentials(u).0)
+        .collect();
+    let mut options = ConnectOptions::new().name("weft");
+    if let Some((user, pass)) = servers(urls)
+        .into_iter()
+        .find_map(|u| split_credentials(u).1)
+    {
+        options = options.user_and_password(user, pass);
+    }
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        options.connect(addresses.as_slice()),
+    )
+    .await
+    .map_err(|_| format!("NATS at {} did not answer", redact(urls)))?
+    .map_err(|e| format!("cannot connect to NATS at {}: {e}", redact(urls)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

@@ -70,3 +70,59 @@ async fn verify_passes_on_a_healthy_log_and_names_a_snapshot_that_differs() {
     );
     assert!(report.contains("ok   live state at"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_log_imported_into_an_empty_one_gives_the_same_state() {
+    let source = NatsServer::start();
+    let weft = Weft::start(&[("NATS_URL", source.url())]);
+    let http = client();
+    for i in 0..5 {
+        let body = submit_body(&format!("moved-{i}"), "rust", "personal", 5);
+        let (status, answer) = call(http.post(weft.url("/api/work")).json(&body)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    // No targets and no agents: nothing is scheduled, so the log stays as it is.
+    let (_, before) = call(http.get(weft.url("/api/state"))).await;
+
+    let export = Command::new(common::weft_binary())
+        .args(["events", "export", "--nats-url", &source.url()])
+        .output()
+        .expect("weft runs");
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let lines = String::from_utf8_lossy(&export.stdout).lines().count() as u64;
+    assert_eq!(
+        Some(lines),
+        before["sequence"].as_u64(),
+        "one line per event"
+    );
+    let file = source.dir.path().join("log.jsonl");
+    std::fs::write(&file, &export.stdout).expect("export written");
+
+    let target = NatsServer::start();
+    let import = |path: &std::path::Path| {
+        Command::new(common::weft_binary())
+            .args(["events", "import", "--nats-url", &target.url()])
+            .arg(path)
+            .output()
+            .expect("weft runs")
+    };
+    let imported = import(&file);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    // Only into an empty log.
+    let again = import(&file);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("empty"));
+
+    let moved = Weft::start(&[("NATS_URL", target.url())]);
+    let (_, after) = call(http.get(moved.url("/api/state"))).await;
+    assert_eq!(after["sequence"], before["sequence"]);
+    assert_eq!(after["digest"], before["digest"], "{before} {after}");
+}
