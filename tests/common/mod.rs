@@ -112,7 +112,24 @@ pub struct ClusterNode {
 }
 
 impl NatsCluster {
+    /// Starts the three nodes and waits until JetStream is ready on each. Ports are picked
+    /// free and then bound by the servers, so another test may take one in between: a
+    /// node that exits, or a cluster not ready in time, is started again on new ports.
     pub fn start() -> Self {
+        for _ in 0..3 {
+            let mut cluster = Self::spawn();
+            if cluster.ready(Duration::from_secs(40)) {
+                return cluster;
+            }
+            let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+            for name in names {
+                cluster.kill(&name);
+            }
+        }
+        panic!("a three-node nats-server cluster did not become ready in three tries");
+    }
+
+    fn spawn() -> Self {
         let binary = weft::embedded::find_binary()
             .expect("nats-server (run scripts/install-nats-server.sh)");
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -146,16 +163,32 @@ impl NatsCluster {
                 ..node
             });
         }
-        let cluster = NatsCluster { nodes };
-        for node in &cluster.nodes {
-            let url = format!("http://127.0.0.1:{}/healthz", node.monitor);
-            wait_until(
-                "the cluster's JetStream to be ready",
-                Duration::from_secs(30),
-                || reqwest::blocking_get(&url).is_ok_and(|s| s == 200),
-            );
+        NatsCluster { nodes }
+    }
+
+    /// Whether every node answers its JetStream health check within `timeout`; false at
+    /// once when a node has exited.
+    fn ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let exited = self.nodes.iter_mut().any(|n| {
+                n.child
+                    .as_mut()
+                    .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+            });
+            if exited {
+                return false;
+            }
+            let healthy = self.nodes.iter().all(|n| {
+                let url = format!("http://127.0.0.1:{}/healthz", n.monitor);
+                reqwest::blocking_get(&url).is_ok_and(|s| s == 200)
+            });
+            if healthy {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        cluster
+        false
     }
 
     /// Every node's client URL, comma-separated, as `NATS_URL` takes them.
