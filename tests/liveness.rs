@@ -135,28 +135,44 @@ async fn spun_up_agent(weft: &Weft, name: &str, config: serde_json::Value) -> u3
 async fn agents_weft_started_do_not_outlive_a_weft_that_is_gone() {
     let nats = NatsServer::start();
     let mut weft = Weft::start(&fast_env(&nats));
-    let agent = format!(
-        "{} agent --command 'echo ok'",
-        common::weft_binary().display()
+    // Each agent's command line carries a marker, so the test finds the agent processes
+    // themselves, not only what the mechanism started first.
+    let agent = |marker: &str| {
+        format!(
+            "{} agent --command 'echo {marker}'",
+            common::weft_binary().display()
+        )
+    };
+    let (tied_marker, detached_marker) = (
+        format!("tied-{}", uuid::Uuid::new_v4()),
+        format!("detached-{}", uuid::Uuid::new_v4()),
     );
+    let running =
+        |marker: &str| !common::processes_mentioning(std::path::Path::new(marker)).is_empty();
     // Tied to Weft's life: gone the moment Weft is, even on kill -9.
-    let tied = spun_up_agent(&weft, "tied", json!({"command": agent, "detached": false})).await;
+    let tied = spun_up_agent(
+        &weft,
+        "tied",
+        json!({"command": agent(&tied_marker), "detached": false}),
+    )
+    .await;
     // Detached: it outlives a restart of Weft, and leaves once Weft has not answered for
     // its orphan timeout.
     let detached = spun_up_agent(
         &weft,
         "detached",
-        json!({"command": agent, "env": {"WEFT_AGENT_ORPHAN_TIMEOUT_MS": "2000"}}),
+        json!({"command": agent(&detached_marker), "env": {"WEFT_AGENT_ORPHAN_TIMEOUT_MS": "2000"}}),
     )
     .await;
     assert!(alive(tied) && alive(detached));
+    assert!(running(&tied_marker) && running(&detached_marker));
     weft.kill9();
     common::wait_until("the tied agent to stop", Duration::from_secs(10), || {
-        !alive(tied)
+        !alive(tied) && !running(&tied_marker)
     });
     common::wait_until(
         "the detached agent to give up on Weft",
         Duration::from_secs(30),
-        || !alive(detached),
+        || !alive(detached) && !running(&detached_marker),
     );
 }

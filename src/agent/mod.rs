@@ -451,8 +451,16 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
             _ = runtime.changed.notified() => {}
             _ = orphan_check.tick() => {
                 let silent_ms = crate::time::now_ms().saturating_sub(runtime.last_answer_ms.load(Ordering::SeqCst));
-                if orphan_timeout_ms > 0 && silent_ms > orphan_timeout_ms {
-                    tracing::error!(silent_ms, "Weft has not answered for longer than the orphan timeout; stopping");
+                // Asked to stop, an agent waits for its reports only while Weft could still
+                // take them: after three silent heartbeat intervals (the least Weft waits
+                // before it counts an agent offline) they would be refused anyway.
+                let patience_ms = if runtime.draining.load(Ordering::SeqCst) {
+                    3 * runtime.heartbeat_ms.load(Ordering::SeqCst)
+                } else {
+                    orphan_timeout_ms
+                };
+                if patience_ms > 0 && silent_ms > patience_ms {
+                    tracing::error!(silent_ms, "Weft has not answered for too long; stopping");
                     runtime.cancel_all();
                     heartbeats.abort();
                     return Err(format!("Weft has not answered for {} s; exiting", silent_ms / 1000));

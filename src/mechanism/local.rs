@@ -15,7 +15,18 @@ impl Mechanism for LocalConfig {
         shared: &Mechanisms,
         launch: &Launch<'_>,
     ) -> Result<Started, MechanismError> {
-        let mut command = if self.args.is_empty() {
+        let words = if self.args.is_empty() {
+            plain(&self.command)
+        } else {
+            None
+        };
+        let mut command = if let Some(words) = words {
+            // No shell in between: the process Weft ties to its life is the agent itself
+            // (a shell would die of that tie and leave what it started running).
+            let mut direct = tokio::process::Command::new(&words[0]);
+            direct.args(&words[1..]);
+            direct
+        } else if self.args.is_empty() {
             let mut sh = tokio::process::Command::new("sh");
             sh.arg("-c").arg(&self.command);
             sh
@@ -126,6 +137,38 @@ impl Mechanism for LocalConfig {
     }
 }
 
+/// The words of a command that needs no shell (no pipes, lists, redirections, expansions
+/// or globs: only words and quotes); `None` when it needs one.
+fn plain(command: &str) -> Option<Vec<String>> {
+    const SHELL: &[char] = &[
+        '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '*', '?', '[', ']', '{', '}', '~', '#',
+        '!', '\n',
+    ];
+    if command.contains(SHELL) {
+        return None;
+    }
+    let words = shlex::split(command)?;
+    // `NAME=value cmd` sets a variable, and `exit` or `cd` are builtins: the shell's.
+    let first = words.first()?;
+    (!first.contains('=') && is_executable(first)).then_some(words)
+}
+
+/// Whether `program` (a path, or a name looked up on `PATH`) is an executable file.
+fn is_executable(program: &str) -> bool {
+    let executable = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        executable(std::path::Path::new(program))
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+            .unwrap_or(false)
+    }
+}
+
 fn check(c: &LocalConfig) -> Result<(), MechanismError> {
     if let Some(dir) = &c.working_directory {
         if !std::path::Path::new(dir).is_dir() {
@@ -143,19 +186,7 @@ fn check(c: &LocalConfig) -> Result<(), MechanismError> {
     } else {
         c.command.clone()
     };
-    let executable = |p: &std::path::Path| {
-        use std::os::unix::fs::PermissionsExt;
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    let found = if program.contains('/') {
-        executable(std::path::Path::new(&program))
-    } else {
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(&program))))
-            .unwrap_or(false)
-    };
-    if found {
+    if is_executable(&program) {
         Ok(())
     } else {
         Err(MechanismError::Config(format!(
@@ -181,6 +212,25 @@ pub(super) async fn stop_group(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_commands_without_shell_syntax_run_without_a_shell() {
+        assert_eq!(
+            plain("sh -c 'echo a b'"),
+            Some(vec!["sh".into(), "-c".into(), "echo a b".into()])
+        );
+        for needs_a_shell in [
+            "echo a | cat",
+            "echo a; echo b",
+            "echo $HOME",
+            "FOO=1 env",
+            "exit 3",
+            "echo a > f",
+            "no-such-program-here x",
+        ] {
+            assert_eq!(plain(needs_a_shell), None, "{needs_a_shell}");
+        }
+    }
 
     #[test]
     fn health_checks_look_for_the_program() {
