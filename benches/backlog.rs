@@ -39,18 +39,6 @@ where
     total as f64 / t.elapsed().as_secs_f64()
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn list(var: &str, default: &str) -> Vec<usize> {
     std::env::var(var)
         .unwrap_or_else(|_| default.into())
@@ -125,7 +113,7 @@ async fn main() {
         first.get_or_insert(submitted);
         println!(
             "{level:>9}  {submitted:>12.0}/s  {page:>14.0}/s  {stats:>10.0}/s  {:>5.0} MB   rate {:.2}× of the first",
-            rss_mb(weft.pid()),
+            support::rss_mb(weft.pid()),
             submitted / first.unwrap_or(submitted)
         );
     }

@@ -12,10 +12,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use events::target::{LocalConfig, MechanismConfig, TargetRegistered};
 use events::{AggregateKind, Envelope, Event, SCHEMA_VERSION};
-use futures::StreamExt;
 use weft::commands::{CommandContext, Commands};
 use weft::store::{CommitMode, EventStore, Fence, Outcome};
 
@@ -263,23 +262,11 @@ async fn main() {
 
     // Replay: read everything back.
     let total = store.last_sequence().await.expect("last") as usize;
-    let raw = js.get_stream("RAWPAR").await.expect("stream");
-    let t = Instant::now();
-    let mut messages = raw
-        .create_consumer(consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer")
-        .messages()
-        .await
-        .expect("messages");
-    for _ in 0..n {
-        let m = messages.next().await.expect("message").expect("ok");
-        std::hint::black_box(m.payload.len());
-    }
+    let raw_elapsed = support::raw_read(&js, "RAWPAR", n as u64).await;
     let raw_read = support::row(
         "raw JetStream ordered consumer read",
         n,
-        t.elapsed(),
+        raw_elapsed,
         &mut [],
     );
     let t = Instant::now();

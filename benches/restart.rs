@@ -11,10 +11,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream;
 use decide::{AgentCommand, Command, Settings, WorkCommand};
 use events::{Envelope, SCHEMA_VERSION};
-use futures::StreamExt;
 use projections::Project;
 use weft::store::EventStore;
 
@@ -152,35 +151,6 @@ async fn publish_in_order(js: &jetstream::Context, events: Vec<Vec<u8>>) {
     }
 }
 
-async fn raw_read(js: &jetstream::Context, n: u64) -> Duration {
-    let stream = js.get_stream(events::STREAM).await.expect("stream");
-    let t = Instant::now();
-    let mut messages = stream
-        .create_consumer(consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer")
-        .messages()
-        .await
-        .expect("messages");
-    for _ in 0..n {
-        let m = messages.next().await.expect("message").expect("ok");
-        std::hint::black_box(m.payload.len());
-    }
-    t.elapsed()
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn weft_ready(nats_url: &str) -> (Duration, f64) {
     let t = Instant::now();
     let weft = support::start_weft(
@@ -190,7 +160,7 @@ async fn weft_ready(nats_url: &str) -> (Duration, f64) {
     )
     .await;
     let ready = t.elapsed();
-    (ready, rss_mb(weft.pid()))
+    (ready, support::rss_mb(weft.pid()))
 }
 
 #[tokio::main]
@@ -222,7 +192,7 @@ async fn main() {
             publish_in_order(&js, workload.next(size - have)).await;
         }
         let n = store.last_sequence().await.expect("last");
-        let raw = raw_read(&js, n).await;
+        let raw = support::raw_read(&js, events::STREAM, n).await;
         println!("{n} events ({} work items)", workload.items);
         println!(
             "  {:<50} {:>8.2} s   {:>9.0} events/s",

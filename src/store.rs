@@ -326,16 +326,7 @@ impl EventStore {
 
     /// Sequence of the newest event in the log (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64, StoreError> {
-        let mut stream = self
-            .js
-            .get_stream(events::STREAM)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(info.state.last_sequence)
+        Ok(self.stream_info().await?.state.last_sequence)
     }
 
     /// Sequence of the newest event on the subjects `filter` matches (0 when none), as the
@@ -356,16 +347,17 @@ impl EventStore {
 
     /// How many replicas the event stream has.
     pub async fn replicas(&self) -> Result<usize, StoreError> {
+        Ok(self.stream_info().await?.config.num_replicas.max(1))
+    }
+
+    async fn stream_info(&self) -> Result<jetstream::stream::Info, StoreError> {
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
         let mut stream = self
             .js
             .get_stream(events::STREAM)
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(info.config.num_replicas.max(1))
+            .map_err(|e| unavailable(&e))?;
+        stream.info().await.cloned().map_err(|e| unavailable(&e))
     }
 
     /// An ordered consumer over the log from `start` (inclusive), for folding.

@@ -248,3 +248,36 @@ pub async fn start_weft(binary: &str, nats_url: &str, env: &[(&str, &str)]) -> W
     }
     WeftProcess { port, base, child }
 }
+
+/// Resident memory of process `pid`, in MB (0 when it cannot be read).
+pub fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The ceiling for replays: reading the first `n` messages of `stream` with an ordered
+/// consumer, touching each payload and nothing more.
+pub async fn raw_read(js: &jetstream::Context, stream: &str, n: u64) -> Duration {
+    use futures::StreamExt;
+    let stream = js.get_stream(stream).await.expect("stream");
+    let t = Instant::now();
+    let mut messages = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer")
+        .messages()
+        .await
+        .expect("messages");
+    for _ in 0..n {
+        let m = messages.next().await.expect("message").expect("ok");
+        std::hint::black_box(m.payload.len());
+    }
+    t.elapsed()
+}
