@@ -211,7 +211,7 @@ async fn main() {
         let project = format!("{mode:?}").to_lowercase();
         let projection = weft::projector::start(
             store.clone(),
-            0,
+            weft::projector::SnapshotPolicy::NEVER,
             weft::nats::connections(),
             tokio_util::sync::CancellationToken::new(),
         )
@@ -272,7 +272,7 @@ async fn main() {
     let t = Instant::now();
     let projection = weft::projector::start(
         store.clone(),
-        0,
+        weft::projector::SnapshotPolicy::NEVER,
         weft::nats::connections(),
         tokio_util::sync::CancellationToken::new(),
     )

@@ -12,144 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use decide::{AgentCommand, Command, Settings, WorkCommand};
-use events::{Envelope, SCHEMA_VERSION};
-use projections::Project;
 use weft::store::EventStore;
-
-/// A workload's events, in log order: one agent, and items submitted, assigned, accepted
-/// and completed one after another.
-struct Workload {
-    project: Project,
-    sequence: u64,
-    items: usize,
-}
-
-impl Workload {
-    fn new() -> Self {
-        Workload {
-            project: Project::default(),
-            sequence: 0,
-            items: 0,
-        }
-    }
-
-    fn decide(&mut self, command: Command, out: &mut Vec<Vec<u8>>) {
-        let decisions = decide::decide(&command, &self.project, &Settings::default())
-            .expect("the workload's commands are valid");
-        for d in decisions {
-            self.sequence += 1;
-            let envelope = Envelope {
-                id: ulid::Ulid::generate().to_string(),
-                project: "default".into(),
-                aggregate: d.event.aggregate_kind(),
-                aggregate_id: d.aggregate_id,
-                schema_version: SCHEMA_VERSION,
-                time_ms: 1_700_000_000_000 + self.sequence,
-                actor: "bench".into(),
-                correlation_id: None,
-                causation_id: None,
-                event: d.event,
-            };
-            self.project.apply(self.sequence, &envelope);
-            out.push(envelope.encode());
-        }
-    }
-
-    /// The next `n` events (whole items; the first call registers the agent).
-    fn next(&mut self, n: usize) -> Vec<Vec<u8>> {
-        let mut out = Vec::with_capacity(n + 4);
-        if self.sequence == 0 {
-            self.decide(
-                AgentCommand::Register {
-                    agent_id: "agent-1".into(),
-                    registration: events::work::AgentRegistered {
-                        agent_type: "claude-code".into(),
-                        capabilities: vec!["rust".into()],
-                        boundaries: vec!["personal".into()],
-                        max_concurrent_tasks: 4,
-                        idle_timeout_ms: None,
-                        hostname: None,
-                        handle: None,
-                        spin_up_id: None,
-                        target_id: None,
-                    },
-                    now_ms: 1_700_000_000_000,
-                }
-                .into(),
-                &mut out,
-            );
-        }
-        while out.len() < n {
-            self.items += 1;
-            let work_id = format!("w{}", self.items);
-            let lease = decide::work::Lease {
-                work_id: work_id.clone(),
-                agent_id: "agent-1".into(),
-                lease_id: format!("l{}", self.items),
-            };
-            let commands: [Command; 4] = [
-                WorkCommand::Submit {
-                    id: work_id.clone(),
-                    submission: decide::work::Submission {
-                        task_id: None,
-                        description: format!("item {} of the restart benchmark", self.items),
-                        capability: "rust".into(),
-                        boundary: "personal".into(),
-                        priority: None,
-                        preferred_agent_type: None,
-                        required_agent_type: None,
-                        deadline: None,
-                        context_data: None,
-                        max_attempts: None,
-                        idempotency_key: None,
-                    },
-                }
-                .into(),
-                WorkCommand::Assign {
-                    work_id: work_id.clone(),
-                    agent_id: "agent-1".into(),
-                    lease_id: lease.lease_id.clone(),
-                    reason: events::work::RoutingReason {
-                        rule: "bench".into(),
-                        candidates: vec!["agent-1".into()],
-                    },
-                }
-                .into(),
-                WorkCommand::Accept {
-                    lease: lease.clone(),
-                }
-                .into(),
-                WorkCommand::Complete {
-                    lease,
-                    summary: "done".into(),
-                    output: None,
-                    artifacts: vec![],
-                }
-                .into(),
-            ];
-            for command in commands {
-                self.decide(command, &mut out);
-            }
-        }
-        out
-    }
-}
-
-/// Publishes in order, many acknowledgements outstanding (one connection keeps order).
-async fn publish_in_order(js: &jetstream::Context, events: Vec<Vec<u8>>) {
-    let mut pending = std::collections::VecDeque::new();
-    for bytes in events {
-        let subject = migrations::decode(&bytes).expect("decodes").subject();
-        pending.push_back(js.publish(subject, bytes.into()).await.expect("publish"));
-        if pending.len() >= 2048 {
-            pending.pop_front().expect("one").await.expect("ack");
-        }
-    }
-    for ack in pending {
-        ack.await.expect("ack");
-    }
-}
 
 async fn weft_ready(nats_url: &str) -> (Duration, f64) {
     let t = Instant::now();
@@ -185,11 +48,11 @@ async fn main() {
         "restart to ready (`weft serve` start to a healthy API), {} cores\n",
         std::thread::available_parallelism().map_or(0, |p| p.get())
     );
-    let mut workload = Workload::new();
+    let mut workload = support::workload::Workload::new();
     for size in sizes {
         let have = store.last_sequence().await.expect("last") as usize;
         if size > have {
-            publish_in_order(&js, workload.next(size - have)).await;
+            support::workload::publish_in_order(&js, workload.next(size - have)).await;
         }
         let n = store.last_sequence().await.expect("last");
         let raw = support::raw_read(&js, events::STREAM, n).await;
@@ -215,7 +78,7 @@ async fn main() {
         // With a snapshot at the end of the log.
         let projection = weft::projector::start(
             store.clone(),
-            0,
+            weft::projector::SnapshotPolicy::NEVER,
             weft::nats::connections(),
             tokio_util::sync::CancellationToken::new(),
         )
@@ -223,7 +86,7 @@ async fn main() {
         .expect("replay");
         let (at, bytes) = projection.read(|s| (s.sequence, s.to_snapshot()));
         drop(projection);
-        store.save_snapshot(at, &bytes).await.expect("snapshot");
+        store.save_snapshot(at, &bytes, 1).await.expect("snapshot");
         let (ready, rss) = weft_ready(&server.url).await;
         println!(
             "  {:<50} {:>8.2} s   RSS {rss:.0} MB",

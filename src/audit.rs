@@ -34,11 +34,73 @@ impl Report {
     }
 }
 
+/// The outcome of the last background verification (`WEFT_AUDIT_INTERVAL_MS`), as
+/// `/health` and `/metrics` show it.
+#[derive(Clone, Debug)]
+pub struct LastAudit {
+    pub finished_ms: u64,
+    /// Sequence the replay reached.
+    pub sequence: u64,
+    pub checks: usize,
+    /// What did not hold; empty when all did.
+    pub failed: Vec<String>,
+}
+
+/// The last verification's outcome (`None`: none has finished yet).
+pub type Audits = std::sync::Arc<std::sync::Mutex<Option<LastAudit>>>;
+
+/// Runs [`verify_store`] every `interval`, comparing with this instance's live state,
+/// and keeps the outcome in `last` (a failure is also logged as an error).
+pub async fn run_every(
+    store: EventStore,
+    live: std::sync::Arc<crate::projector::Projection>,
+    interval: Duration,
+    last: Audits,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let now = live.read(|s| Live {
+            sequence: s.sequence,
+            digest: s.digest(),
+        });
+        match verify_store(&store, Some(now), |_| indicatif::ProgressBar::hidden()).await {
+            Ok(report) => {
+                let failed: Vec<String> = report
+                    .checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(|c| c.what.clone())
+                    .collect();
+                if failed.is_empty() {
+                    tracing::info!(sequence = report.sequence, "audit: the log verifies");
+                } else {
+                    tracing::error!(
+                        sequence = report.sequence,
+                        ?failed,
+                        "audit: the log does not verify"
+                    );
+                }
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastAudit {
+                    finished_ms: crate::time::now_ms(),
+                    sequence: report.sequence,
+                    checks: report.checks.len(),
+                    failed,
+                });
+            }
+            Err(e) => tracing::warn!("audit could not run: {e}"),
+        }
+    }
+}
+
 /// A running instance's state, as `GET /api/state` gives it.
 #[derive(serde::Deserialize)]
-struct Live {
-    sequence: u64,
-    digest: String,
+pub struct Live {
+    pub sequence: u64,
+    pub digest: String,
 }
 
 /// Verifies the log at `nats_url` (a server or a comma-separated list); with `api_url`,
@@ -54,14 +116,32 @@ pub async fn verify(
         Some(url) => Some(live_state(url, token).await?),
         None => None,
     };
-    let snapshot = store.load_snapshot().await.map_err(|e| e.to_string())?;
-    let head = store.last_sequence().await.map_err(|e| e.to_string())?;
+    verify_store(&store, live, bar).await
+}
 
-    let progress = indicatif::ProgressBar::new(head);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+/// The checks of [`verify`] on `store`; `live` is a state to compare with the replay at its
+/// sequence; `progress` makes the bar for the replay (hidden in the background).
+pub async fn verify_store(
+    store: &EventStore,
+    live: Option<Live>,
+    progress: fn(u64) -> indicatif::ProgressBar,
+) -> Result<Report, String> {
+    let mut snapshots = Vec::new();
+    for at in store
+        .snapshot_sequences()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let bytes = store
+            .load_snapshot_at_or_before(at)
+            .await
+            .map_err(|e| e.to_string())?
+            .filter(|(found, _)| *found == at)
+            .map(|(_, bytes)| bytes);
+        snapshots.push((at, bytes));
+    }
+    let head = store.last_sequence().await.map_err(|e| e.to_string())?;
+    let progress = progress(head);
     let mut state = State::default();
     let mut report = Report {
         checks: Vec::new(),
@@ -71,7 +151,12 @@ pub async fn verify(
     };
     let mut gaps = Vec::new();
     let mut unreadable = Vec::new();
-    let mut digests_at: Vec<(u64, Option<String>)> = snapshot
+    // Events Weft did not write: on a subject their envelope does not name, or a copy of
+    // an event already in the log.
+    let mut misplaced = Vec::new();
+    let mut ids = std::collections::HashMap::new();
+    let mut repeated = Vec::new();
+    let mut digests_at: Vec<(u64, Option<String>)> = snapshots
         .iter()
         .map(|(at, _)| (*at, None))
         .chain(live.iter().map(|l| (l.sequence, None)))
@@ -80,18 +165,33 @@ pub async fn verify(
     let mut after = 0;
     loop {
         let (page, more) = store
-            .read(after, filter, 10_000)
+            .read_raw(after, &[filter.to_string()], 10_000)
             .await
             .map_err(|e| e.to_string())?;
-        for (sequence, bytes) in &page {
+        for raw in &page {
+            let sequence = &raw.sequence;
             if *sequence != after + 1 {
                 gaps.push((after + 1, sequence - 1));
             }
-            match migrations::decode(bytes) {
+            match migrations::decode(&raw.payload) {
                 Ok(envelope) => {
+                    let named = events::subject::aggregate(
+                        &envelope.project,
+                        envelope.aggregate,
+                        &envelope.aggregate_id,
+                    );
+                    if named != raw.subject {
+                        misplaced.push(format!("{sequence} (on {}, names {named})", raw.subject));
+                    }
+                    if let Some(first) = ids.insert(envelope.id.clone(), *sequence) {
+                        repeated.push(format!("{sequence} (id {} first at {first})", envelope.id));
+                    }
                     state.apply(*sequence, &envelope);
                 }
-                Err(e) => unreadable.push(format!("{sequence}: {e}")),
+                Err(e) => {
+                    state.skip(*sequence);
+                    unreadable.push(format!("{sequence}: {e}"));
+                }
             }
             after = *sequence;
             report.events += 1;
@@ -128,24 +228,44 @@ pub async fn verify(
             n => format!("{n} events unreadable: {}", unreadable.join("; ")),
         },
     );
+    report.check(
+        misplaced.is_empty(),
+        match misplaced.len() {
+            0 => "every event on the subject its envelope names".into(),
+            n => format!(
+                "{n} events on a subject their envelope does not name: {}",
+                misplaced.join("; ")
+            ),
+        },
+    );
+    report.check(
+        repeated.is_empty(),
+        match repeated.len() {
+            0 => "every event id once".into(),
+            n => format!("{n} events repeat an earlier id: {}", repeated.join("; ")),
+        },
+    );
     let replayed_at = |at: u64| {
         digests_at
             .iter()
             .find(|(s, _)| *s == at)
             .and_then(|(_, d)| d.clone())
     };
-    match &snapshot {
-        None => report.check(true, "no snapshot stored".into()),
-        Some((at, bytes)) => {
-            let stored = State::from_snapshot(bytes).map(|s| s.digest());
-            let ok = stored.is_some() && stored == replayed_at(*at);
-            let what = match (&stored, ok) {
-                (None, _) => format!("snapshot at {at}: not readable by this binary"),
-                (_, true) => format!("snapshot at {at}: equal to the replay"),
-                (_, false) => format!("snapshot at {at}: DIFFERS from the replay"),
-            };
-            report.check(ok, what);
-        }
+    if snapshots.is_empty() {
+        report.check(true, "no snapshot stored".into());
+    }
+    for (at, bytes) in &snapshots {
+        let stored = bytes
+            .as_deref()
+            .and_then(State::from_snapshot)
+            .map(|s| s.digest());
+        let ok = stored.is_some() && stored == replayed_at(*at);
+        let what = match (&stored, ok) {
+            (None, _) => format!("snapshot at {at}: not readable (checksum, chunks or format)"),
+            (_, true) => format!("snapshot at {at}: equal to the replay"),
+            (_, false) => format!("snapshot at {at}: DIFFERS from the replay"),
+        };
+        report.check(ok, what);
     }
     if let Some(live) = live {
         let ok = replayed_at(live.sequence).as_deref() == Some(live.digest.as_str());
@@ -243,6 +363,21 @@ pub async fn export(
 /// Appends every event of an export, in order, to an empty log (migrated first); the
 /// number imported. Each append expects the log's previous sequence, so nothing else can
 /// interleave; an export of a whole log keeps its sequences.
+/// Appends an import keeps unanswered at once.
+const IMPORT_IN_FLIGHT: usize = 512;
+
+async fn settle(
+    next: Option<(usize, async_nats::jetstream::context::PublishAckFuture)>,
+    progress: &indicatif::ProgressBar,
+) -> Result<(), String> {
+    if let Some((line, ack)) = next {
+        ack.await
+            .map_err(|err| format!("line {line}: not stored: {err}"))?;
+        progress.inc(1);
+    }
+    Ok(())
+}
+
 pub async fn import(nats_url: &str, input: impl std::io::BufRead) -> Result<u64, String> {
     let client = crate::nats::connect_once(nats_url).await?;
     migrations::apply(
@@ -262,6 +397,11 @@ pub async fn import(nats_url: &str, input: impl std::io::BufRead) -> Result<u64,
     let js = async_nats::jetstream::new(client);
     let progress = bar(0);
     let mut imported = 0u64;
+    let mut source_sequence = 0u64;
+    let mut gaps = Vec::new();
+    // Each append expects the one before it, so order is checked by the server while many
+    // are in flight on the one connection (which keeps them in order).
+    let mut in_flight = std::collections::VecDeque::new();
     for (number, line) in input.lines().enumerate() {
         let line = line.map_err(|e| e.to_string())?;
         if line.trim().is_empty() {
@@ -269,17 +409,32 @@ pub async fn import(nats_url: &str, input: impl std::io::BufRead) -> Result<u64,
         }
         let exported: Exported = serde_json::from_str(&line)
             .map_err(|e| format!("line {}: not an exported event: {e}", number + 1))?;
+        if exported.sequence != source_sequence + 1 && source_sequence > 0 {
+            gaps.push((source_sequence + 1, exported.sequence.saturating_sub(1)));
+        }
+        source_sequence = exported.sequence;
         let e = &exported.envelope;
         let subject = events::subject::aggregate(&e.project, e.aggregate, &e.aggregate_id);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Expected-Last-Sequence", imported.to_string().as_str());
-        js.publish_with_headers(subject, headers, e.encode().into())
+        let ack = js
+            .publish_with_headers(subject, headers, e.encode().into())
             .await
-            .map_err(|err| format!("line {}: {err}", number + 1))?
-            .await
-            .map_err(|err| format!("line {}: not stored: {err}", number + 1))?;
+            .map_err(|err| format!("line {}: {err}", number + 1))?;
+        in_flight.push_back((number + 1, ack));
         imported += 1;
-        progress.inc(1);
+        if in_flight.len() >= IMPORT_IN_FLIGHT {
+            settle(in_flight.pop_front(), &progress).await?;
+        }
+    }
+    while !in_flight.is_empty() {
+        settle(in_flight.pop_front(), &progress).await?;
+    }
+    if !gaps.is_empty() {
+        // The log cannot skip sequences: the events after a gap take the next ones.
+        eprintln!(
+            "the source log has gaps at {gaps:?}; the events after them were imported at the next sequences, so digests and sequences after the first gap differ from the source's"
+        );
     }
     progress.finish_and_clear();
     Ok(imported)

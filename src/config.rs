@@ -44,6 +44,14 @@ pub struct ServeConfig {
     /// Save a snapshot of the projections every N events (0: never).
     #[arg(long, env = "WEFT_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// How many snapshots to keep, newest first: `?at=`/`?asOf=` reads fold from the
+    /// nearest one at or before the point asked (older points replay from the start).
+    #[arg(long, env = "WEFT_SNAPSHOTS_KEPT", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshots_kept: u64,
+    /// Verify the log in the background every this many ms (0: never), as `weft audit
+    /// verify` does; the outcome is in `/health` (`audit`) and `/metrics` (`weft_audit_*`).
+    #[arg(long, env = "WEFT_AUDIT_INTERVAL_MS", default_value_t = 0)]
+    pub audit_interval_ms: u64,
     /// A JSON routing policy file (`{"boundaries": {"corporate": {"allowedAgentTypes":
     /// ["copilot-cli"], "preferredAgentTypes": ["copilot-cli"]}, ...}}`). Default: corporate ->
     /// copilot-cli only; corporate-adjacent -> copilot-cli preferred; personal -> claude-code
@@ -111,6 +119,13 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    pub fn snapshot_policy(&self) -> crate::projector::SnapshotPolicy {
+        crate::projector::SnapshotPolicy {
+            every: self.snapshot_every,
+            kept: self.snapshots_kept as usize,
+        }
+    }
+
     pub fn tokens(&self) -> Vec<String> {
         self.api_tokens
             .split(',')

@@ -16,6 +16,7 @@ pub mod live;
 pub mod mechanism;
 pub mod metrics;
 pub mod nats;
+pub mod past;
 pub mod projector;
 pub mod protocol;
 pub mod registry;

@@ -38,6 +38,8 @@ pub struct Observed<'a> {
     /// From an item being offered (submitted, or back in the queue) to its assignment.
     pub assignment_seconds: &'a Histogram,
     pub websocket_clients: usize,
+    /// The last background verification of the log, if one has finished.
+    pub audit: Option<crate::audit::LastAudit>,
 }
 
 pub fn render(state: &State, observed: Observed) -> String {
@@ -104,6 +106,29 @@ pub fn render(state: &State, observed: Observed) -> String {
         "Open WebSocket connections",
         clients,
     );
+    if let Some(audit) = observed.audit {
+        let ok = Gauge::<i64>::default();
+        ok.set(i64::from(audit.failed.is_empty()));
+        registry.register(
+            "weft_audit_ok",
+            "Whether the last background verification of the log held (1) or not (0)",
+            ok,
+        );
+        let failed = Gauge::<i64>::default();
+        failed.set(audit.failed.len() as i64);
+        registry.register(
+            "weft_audit_failed_checks",
+            "Checks that did not hold in the last background verification",
+            failed,
+        );
+        let finished = Gauge::<i64>::default();
+        finished.set((audit.finished_ms / 1000) as i64);
+        registry.register(
+            "weft_audit_last_run_timestamp_seconds",
+            "When the last background verification finished (Unix time)",
+            finished,
+        );
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);

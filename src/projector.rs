@@ -48,7 +48,7 @@ impl Inner {
                     let _ = live.send(Arc::new((sequence, envelope.clone())));
                 }
             }
-            None => self.state.sequence = self.state.sequence.max(sequence),
+            None => self.state.skip(sequence),
         }
         self.fold_waiting(live);
     }
@@ -208,6 +208,19 @@ impl Projection {
     }
 }
 
+/// When the projector saves snapshots, and how many it keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// Every this many events (0: never).
+    pub every: u64,
+    pub kept: usize,
+}
+
+impl SnapshotPolicy {
+    /// For replays that only read (tools, benchmarks).
+    pub const NEVER: SnapshotPolicy = SnapshotPolicy { every: 0, kept: 1 };
+}
+
 /// Loads the snapshot, replays the log up to its current end, and keeps the projection
 /// live in the background. Returns once the replay has caught up.
 /// `connections` changes when the NATS connection comes back: the consumer we were
@@ -215,7 +228,7 @@ impl Projection {
 /// rather than when the old one's heartbeats time out.
 pub async fn start(
     store: EventStore,
-    snapshot_every: u64,
+    snapshots: SnapshotPolicy,
     connections: Connections,
     shutdown: CancellationToken,
 ) -> Result<Arc<Projection>, StoreError> {
@@ -242,7 +255,7 @@ pub async fn start(
     tokio::spawn(follow(
         store,
         projection.clone(),
-        snapshot_every,
+        snapshots,
         connections.subscribe(),
         shutdown,
     ));
@@ -271,7 +284,7 @@ type Delivered = Vec<(u64, Option<events::Envelope>)>;
 async fn follow(
     store: EventStore,
     projection: Arc<Projection>,
-    snapshot_every: u64,
+    snapshots: SnapshotPolicy,
     mut connections: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
@@ -305,12 +318,12 @@ async fn follow(
                     projection.apply_delivered(batch);
                     let sequence = projection.sequence();
                     let idle = saving.as_ref().is_none_or(|h| h.is_finished());
-                    if snapshot_every > 0 && sequence - last_snapshot >= snapshot_every && idle {
+                    if snapshots.every > 0 && sequence - last_snapshot >= snapshots.every && idle {
                         last_snapshot = sequence;
                         let (at, bytes) = projection.read(|s| (s.sequence, s.to_snapshot()));
                         let store = store.clone();
                         saving = Some(tokio::spawn(async move {
-                            match store.save_snapshot(at, &bytes).await {
+                            match store.save_snapshot(at, &bytes, snapshots.kept).await {
                                 Ok(()) => tracing::info!(
                                     sequence = at,
                                     bytes = bytes.len(),

@@ -117,7 +117,7 @@ async fn serve(
     }
     let store = EventStore::new(client.clone());
     let projection = tokio::select! {
-        p = crate::projector::start(store.clone(), config.snapshot_every, connections.clone(), shutdown.clone()) => p.map_err(|e| e.to_string())?,
+        p = crate::projector::start(store.clone(), config.snapshot_policy(), connections.clone(), shutdown.clone()) => p.map_err(|e| e.to_string())?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let replicas = store.replicas().await.map_err(|e| e.to_string())?;
@@ -204,6 +204,17 @@ async fn serve(
             }
         }
     });
+    let past = crate::past::Past::new(store.clone(), commands.projection().clone());
+    let audits = crate::audit::Audits::default();
+    if config.audit_interval_ms > 0 {
+        tasks.spawn(crate::audit::run_every(
+            store.clone(),
+            commands.projection().clone(),
+            Duration::from_millis(config.audit_interval_ms),
+            audits.clone(),
+            shutdown.clone(),
+        ));
+    }
     let state = Arc::new(AppState {
         live: crate::api::LiveState {
             connections: Default::default(),
@@ -213,6 +224,8 @@ async fn serve(
         commands,
         coordinator: coordinator.clone(),
         registry,
+        past,
+        audits,
         store,
         client: client.clone(),
         default_project: config.default_project.clone(),

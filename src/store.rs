@@ -177,6 +177,13 @@ impl Pending {
     }
 }
 
+/// An event as the log stores it: where, on which subject, and its bytes.
+pub struct RawEvent {
+    pub sequence: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
 #[derive(Clone)]
 pub struct EventStore {
     client: async_nats::Client,
@@ -189,11 +196,21 @@ pub struct EventStore {
 const SNAPSHOT_CHUNK: usize = 512 * 1024;
 const SNAPSHOT_HEAD: &str = "head";
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct SnapshotHead {
     sequence: u64,
     chunks: usize,
     sha256: String,
+}
+
+/// The head: the newest snapshot's fields at the top level (what binaries that kept one
+/// snapshot read), the older kept ones beside them, newest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotIndex {
+    #[serde(flatten)]
+    newest: SnapshotHead,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    older: Vec<SnapshotHead>,
 }
 
 impl EventStore {
@@ -345,6 +362,39 @@ impl EventStore {
         }
     }
 
+    /// The first and last sequences the log holds (`None` when it holds none).
+    pub async fn sequence_range(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let state = self.stream_info().await?.state;
+        Ok((state.messages > 0).then_some((state.first_sequence, state.last_sequence)))
+    }
+
+    /// The first event at or after `sequence`: its sequence and the time it records
+    /// (`None`: there is none). Read with a direct get, from any replica.
+    pub async fn event_time_from(&self, sequence: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        use jetstream::stream::DirectGetErrorKind;
+        let stream = self
+            .js
+            .get_stream_no_info(events::STREAM)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match stream
+            .direct_get_next_for_subject(events::subject::ALL, Some(sequence))
+            .await
+        {
+            Ok(message) => {
+                // The time the event records (an imported log keeps its source's times);
+                // for bytes this binary cannot read, the time the log stored them.
+                let time_ms = match migrations::decode(&message.payload) {
+                    Ok(envelope) => envelope.time_ms,
+                    Err(_) => (message.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+                };
+                Ok(Some((message.sequence, time_ms)))
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        }
+    }
+
     /// How many replicas the event stream has.
     pub async fn replicas(&self) -> Result<usize, StoreError> {
         Ok(self.stream_info().await?.config.num_replicas.max(1))
@@ -395,14 +445,44 @@ impl EventStore {
         filter: &str,
         scan_limit: usize,
     ) -> Result<(Vec<(u64, Vec<u8>)>, usize), StoreError> {
+        self.read_any(after, &[filter.to_string()], scan_limit)
+            .await
+    }
+
+    /// [`Self::read`] of the events on subjects any of `filters` matches, in log order.
+    pub async fn read_any(
+        &self,
+        after: u64,
+        filters: &[String],
+        scan_limit: usize,
+    ) -> Result<(Vec<(u64, Vec<u8>)>, usize), StoreError> {
+        let (raw, more) = self.read_raw(after, filters, scan_limit).await?;
+        Ok((
+            raw.into_iter().map(|r| (r.sequence, r.payload)).collect(),
+            more,
+        ))
+    }
+
+    /// [`Self::read_any`] with the subject each event is stored on.
+    pub async fn read_raw(
+        &self,
+        after: u64,
+        filters: &[String],
+        scan_limit: usize,
+    ) -> Result<(Vec<RawEvent>, usize), StoreError> {
         let stream = self
             .js
             .get_stream_no_info(events::STREAM)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let (filter_subject, filter_subjects) = match filters {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
         let mut consumer: consumer::PullConsumer = stream
             .create_consumer(consumer::pull::Config {
-                filter_subject: filter.to_string(),
+                filter_subject,
+                filter_subjects,
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: after + 1,
                 },
@@ -432,7 +512,11 @@ impl EventStore {
                 let info = message
                     .info()
                     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                out.push((info.stream_sequence, message.payload.to_vec()));
+                out.push(RawEvent {
+                    sequence: info.stream_sequence,
+                    subject: message.subject.to_string(),
+                    payload: message.payload.to_vec(),
+                });
             }
         }
         let _ = stream.delete_consumer(&consumer.cached_info().name).await;
@@ -446,46 +530,119 @@ impl EventStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    /// Stores a snapshot taken at `sequence`. Chunks are written under keys named by the
-    /// sequence and the head last, so a crash mid-write leaves the previous one readable.
-    pub async fn save_snapshot(&self, sequence: u64, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Stores a snapshot taken at `sequence` and keeps the newest `kept` (at least one).
+    /// Chunks are written under keys named by the sequence and the head last, so a crash
+    /// mid-write leaves the previous ones readable. The head is replaced only if nobody
+    /// else replaced it since it was read (replicas save snapshots too); a snapshot at the
+    /// same sequence is replaced.
+    pub async fn save_snapshot(
+        &self,
+        sequence: u64,
+        bytes: &[u8],
+        kept: usize,
+    ) -> Result<(), StoreError> {
         let kv = self.snapshots().await?;
         let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
-        let previous = self.snapshot_head(&kv).await;
         let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            kv.put(format!("state.{sequence}.{i}"), chunk.to_vec().into())
-                .await
-                .map_err(|e| unavailable(&e))?;
-        }
-        let head = SnapshotHead {
+        let saved = SnapshotHead {
             sequence,
             chunks: chunks.len(),
             sha256: hex::encode(Sha256::digest(bytes)),
         };
-        kv.put(
-            SNAPSHOT_HEAD,
-            serde_json::to_vec(&head).expect("head serializes").into(),
-        )
-        .await
-        .map_err(|e| unavailable(&e))?;
-        if let Some(old) = previous.filter(|old| old.sequence != sequence) {
-            for i in 0..old.chunks {
-                let _ = kv.purge(format!("state.{}.{i}", old.sequence)).await;
+        let mut wrote_chunks = false;
+        for _ in 0..5 {
+            let (mut index, revision) = self.snapshot_index(&kv).await?;
+            // One taken at the same sequence (by a replica, or a repair) is replaced.
+            let replaced_chunks = index
+                .iter()
+                .find(|s| s.sequence == sequence)
+                .map_or(0, |s| s.chunks);
+            index.retain(|s| s.sequence != sequence);
+            if !wrote_chunks {
+                for (i, chunk) in chunks.iter().enumerate() {
+                    kv.put(format!("state.{sequence}.{i}"), chunk.to_vec().into())
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                }
+                wrote_chunks = true;
+            }
+            let mut all = index;
+            all.push(saved.clone());
+            all.sort_by_key(|s| std::cmp::Reverse(s.sequence));
+            let dropped = all.split_off(kept.max(1).min(all.len()));
+            let mut rest = all.into_iter();
+            let Some(newest) = rest.next() else {
+                return Ok(());
+            };
+            let head = SnapshotIndex {
+                newest,
+                older: rest.collect(),
+            };
+            let value = serde_json::to_vec(&head).expect("head serializes").into();
+            let replaced = match revision {
+                Some(revision) => kv.update(SNAPSHOT_HEAD, value, revision).await.is_ok(),
+                None => kv.create(SNAPSHOT_HEAD, value).await.is_ok(),
+            };
+            if replaced {
+                for i in chunks.len()..replaced_chunks {
+                    let _ = kv.purge(format!("state.{sequence}.{i}")).await;
+                }
+                for old in dropped {
+                    for i in 0..old.chunks {
+                        let _ = kv.purge(format!("state.{}.{i}", old.sequence)).await;
+                    }
+                }
+                return Ok(());
             }
         }
-        Ok(())
+        Err(StoreError::Unavailable(
+            "the snapshot index kept changing under us; not saved".into(),
+        ))
     }
 
-    async fn snapshot_head(&self, kv: &kv::Store) -> Option<SnapshotHead> {
-        let bytes = kv.get(SNAPSHOT_HEAD).await.ok()??;
-        serde_json::from_slice(&bytes).ok()
+    /// The kept snapshots, newest first, and the head's revision (`None`: no head yet).
+    async fn snapshot_index(
+        &self,
+        kv: &kv::Store,
+    ) -> Result<(Vec<SnapshotHead>, Option<u64>), StoreError> {
+        let entry = kv
+            .entry(SNAPSHOT_HEAD)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok((Vec::new(), None));
+        };
+        let index = match serde_json::from_slice::<SnapshotIndex>(&entry.value) {
+            Ok(index) => std::iter::once(index.newest).chain(index.older).collect(),
+            Err(e) => {
+                tracing::warn!("snapshot head not readable ({e}); starting a new one");
+                Vec::new()
+            }
+        };
+        Ok((index, Some(entry.revision)))
+    }
+
+    /// The sequences of the kept snapshots, newest first.
+    pub async fn snapshot_sequences(&self) -> Result<Vec<u64>, StoreError> {
+        let kv = self.snapshots().await?;
+        let (index, _) = self.snapshot_index(&kv).await?;
+        Ok(index.iter().map(|s| s.sequence).collect())
     }
 
     /// The newest snapshot's bytes, or `None` when there is none or it does not verify.
     pub async fn load_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.load_snapshot_at_or_before(u64::MAX).await
+    }
+
+    /// The bytes of the newest kept snapshot taken at or before `at`, or `None` when there
+    /// is none or it does not verify.
+    pub async fn load_snapshot_at_or_before(
+        &self,
+        at: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let kv = self.snapshots().await?;
-        let Some(head) = self.snapshot_head(&kv).await else {
+        let (index, _) = self.snapshot_index(&kv).await?;
+        let Some(head) = index.into_iter().find(|s| s.sequence <= at) else {
             return Ok(None);
         };
         let mut bytes = Vec::new();

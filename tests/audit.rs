@@ -1,5 +1,8 @@
 //! `weft audit verify` against a real log: a healthy log passes every check; a snapshot
-//! that does not match the replay fails it, with a report that says which.
+//! that does not match the replay, and events written to NATS behind Weft's back (a copy
+//! of an event, one on another aggregate's subject, bytes that are no event) fail it, with
+//! a report that says which. The same check in the background shows in `/health` and
+//! `/metrics`.
 
 mod common;
 
@@ -57,7 +60,7 @@ async fn verify_passes_on_a_healthy_log_and_names_a_snapshot_that_differs() {
     let sequence = state["sequence"].as_u64().expect("sequence");
     let nats_client = async_nats::connect(nats.url()).await.expect("connect");
     weft::store::EventStore::new(nats_client)
-        .save_snapshot(sequence, &projections::State::default().to_snapshot())
+        .save_snapshot(sequence, &projections::State::default().to_snapshot(), 24)
         .await
         .expect("snapshot saved");
     let (ok, report) = verify(&nats, &weft);
@@ -69,6 +72,89 @@ async fn verify_passes_on_a_healthy_log_and_names_a_snapshot_that_differs() {
         "{report}"
     );
     assert!(report.contains("ok   live state at"), "{report}");
+}
+
+/// Writes to the log behind Weft's back: a copy of event 1, event 1's envelope on another
+/// aggregate's subject, and bytes that are no event.
+async fn tamper(nats: &NatsServer) {
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("WEFT_EVENTS").await.expect("stream");
+    let first = stream.get_raw_message(1).await.expect("event 1");
+    for (subject, payload) in [
+        (first.subject.to_string(), first.payload.clone()),
+        (
+            "weft.ev.default.work.forged".to_string(),
+            first.payload.clone(),
+        ),
+        (
+            "weft.ev.default.work.garbage".to_string(),
+            "not an event".into(),
+        ),
+    ] {
+        js.publish(subject, payload)
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_behind_wefts_back_fail_verify_and_the_background_check() {
+    let nats = NatsServer::start();
+    let weft = Weft::start(&[
+        ("NATS_URL", nats.url()),
+        ("WEFT_AUDIT_INTERVAL_MS", "200".into()),
+    ]);
+    let http = client();
+    for i in 0..3 {
+        let body = submit_body(&format!("audited-{i}"), "rust", "personal", 5);
+        let (status, answer) = call(http.post(weft.url("/api/work")).json(&body)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let health = common::poll_until(&weft, "/health", Duration::from_secs(20), |h| {
+        h["audit"]["ok"] == true
+    })
+    .await;
+    assert!(health["audit"]["checks"].as_u64() >= Some(5), "{health}");
+    let metrics = http
+        .get(weft.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("weft_audit_ok 1"), "{metrics}");
+
+    tamper(&nats).await;
+    let (ok, report) = verify(&nats, &weft);
+    assert!(!ok, "{report}");
+    for needle in [
+        "FAIL 1 events unreadable",
+        "FAIL 1 events on a subject their envelope does not name",
+        "FAIL 2 events repeat an earlier id",
+    ] {
+        assert!(report.contains(needle), "{needle} in:\n{report}");
+    }
+    // A run that began before the last write saw fewer; the next sees all three.
+    let health = common::poll_until(&weft, "/health", Duration::from_secs(20), |h| {
+        h["audit"]["ok"] == false && h["audit"]["failed"].as_array().map(Vec::len) == Some(3)
+    })
+    .await;
+    let failed = health["audit"]["failed"].to_string();
+    assert!(failed.contains("unreadable"), "{health}");
+    let metrics = http
+        .get(weft.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("weft_audit_ok 0"), "{metrics}");
+    assert!(metrics.contains("weft_audit_failed_checks 3"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,38 @@ async fn each_aggregate_has_its_history_and_the_log_filters_by_actor_and_request
         .collect();
     assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
     assert_eq!(events[0]["correlationId"], "req-history-1");
+    // What each changed: the item appears with its first event, and completes with its last.
+    let change = |event: &Value, field: &str| -> Option<(Value, Value)> {
+        event["changes"]
+            .as_array()?
+            .iter()
+            .find_map(|c| (c["field"] == field).then(|| (c["before"].clone(), c["after"].clone())))
+    };
+    assert_eq!(
+        change(&events[0], "status"),
+        Some((Value::Null, json!("pending"))),
+        "{}",
+        events[0]
+    );
+    assert_eq!(
+        change(events.last().expect("last"), "status").map(|(_, after)| after),
+        Some(json!("completed")),
+        "{history}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["changes"].as_array().is_some_and(|c| !c.is_empty())),
+        "every event of the item changed something: {history}"
+    );
+    // A page that starts later still knows what came before.
+    let second = events[1]["sequence"].as_u64().expect("sequence");
+    let (_, later) =
+        call(http.get(weft.url(&format!("/api/work/{id}/history?after={second}&limit=1")))).await;
+    assert_eq!(
+        later["events"][0]["changes"], events[2]["changes"],
+        "{later}"
+    );
     assert_eq!(events[0]["data"]["description"], "history");
     let agent_actor = format!("agent:{}", agent.id);
     assert_eq!(
@@ -107,6 +139,15 @@ async fn each_aggregate_has_its_history_and_the_log_filters_by_actor_and_request
     assert_eq!(
         types(&target),
         ["target.registered", "target.updated"],
+        "{target}"
+    );
+    let description = target["events"][1]["changes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["field"] == "description"))
+        .cloned();
+    assert_eq!(
+        description.map(|c| c["after"].clone()),
+        Some(json!("changed")),
         "{target}"
     );
     let (_, agent_history) =

@@ -419,7 +419,7 @@ async fn replay_equals_the_live_state_after_a_high_concurrency_run() {
     let store = EventStore::new(client);
     let replayed = weft::projector::start(
         store,
-        0,
+        weft::projector::SnapshotPolicy::NEVER,
         weft::nats::connections(),
         tokio_util::sync::CancellationToken::new(),
     )

@@ -35,6 +35,42 @@ pub struct EventView {
     #[oai(skip_serializing_if_is_none)]
     pub causation_id: Option<String>,
     pub data: serde_json::Value,
+    /// In an aggregate's history: the fields of its view (as `GET` shows it) this event
+    /// changed, with their values before and after.
+    #[oai(skip_serializing_if_is_none)]
+    pub changes: Option<Vec<FieldChange>>,
+}
+
+/// One field of an aggregate's view that an event changed (absent: not there).
+#[derive(Object, Clone, Debug, PartialEq)]
+#[oai(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub field: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub before: Option<serde_json::Value>,
+    #[oai(skip_serializing_if_is_none)]
+    pub after: Option<serde_json::Value>,
+}
+
+/// The fields whose values differ between two views of an aggregate, in field order.
+pub fn changes(
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> Vec<FieldChange> {
+    let empty = serde_json::Map::new();
+    let fields =
+        |v: Option<&serde_json::Value>| v.and_then(|v| v.as_object()).unwrap_or(&empty).clone();
+    let (before, after) = (fields(before), fields(after));
+    let names: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| before.get(*name) != after.get(*name))
+        .map(|name| FieldChange {
+            field: name.clone(),
+            before: before.get(name).cloned(),
+            after: after.get(name).cloned(),
+        })
+        .collect()
 }
 
 impl EventView {
@@ -56,6 +92,7 @@ impl EventView {
             correlation_id: e.correlation_id.clone(),
             causation_id: e.causation_id.clone(),
             data,
+            changes: None,
         }
     }
 }
@@ -120,7 +157,8 @@ impl AppState {
     }
 
     /// One aggregate's events in order: what happened to it, when, by whom, from which
-    /// request, and what each changed (its `data`).
+    /// request, and what each changed in its view. The aggregate's events are folded from
+    /// its first, so each event's change is known however the page starts.
     pub async fn history(
         &self,
         project: &str,
@@ -131,10 +169,103 @@ impl AppState {
     ) -> Result<Json<EventPage>, ApiError> {
         let filter = events::subject::filter(Some(project), Some(kind), Some(id));
         let limit = limit.unwrap_or(100).clamp(1, 1000) as usize;
-        let page = self
+        let mut page = self
             .read_events(&filter, after.unwrap_or(0), limit, false, |_| true)
             .await?;
+        let Some(last) = page.events.last().map(|e| e.sequence) else {
+            return Ok(Json(page));
+        };
+        // A work item's events need the agents they name to be folded (an assignment to
+        // an agent the fold does not know changes nothing).
+        let mut filters = vec![filter.clone()];
+        if kind == events::AggregateKind::Work {
+            let mut agents = std::collections::BTreeSet::new();
+            for (_, bytes) in self.read_until(&[filter], last).await? {
+                if let Ok(envelope) = migrations::decode(&bytes) {
+                    if let Some(agent) = EventView::new(0, &envelope).data["agentId"].as_str() {
+                        agents.insert(agent.to_string());
+                    }
+                }
+            }
+            filters.extend(agents.iter().map(|agent| {
+                events::subject::filter(
+                    Some(project),
+                    Some(events::AggregateKind::Agent),
+                    Some(agent),
+                )
+            }));
+        }
+        let mut folded = projections::Project::default();
+        let mut changed = std::collections::HashMap::new();
+        for (sequence, bytes) in self.read_until(&filters, last).await? {
+            let Ok(envelope) = migrations::decode(&bytes) else {
+                continue;
+            };
+            let before = self.view_of(kind, project, &folded, id);
+            folded.apply(sequence, &envelope);
+            let after = self.view_of(kind, project, &folded, id);
+            changed.insert(sequence, changes(before.as_ref(), after.as_ref()));
+        }
+        for event in &mut page.events {
+            event.changes = changed.remove(&event.sequence);
+        }
         Ok(Json(page))
+    }
+
+    /// Every event on subjects `filters` match, from the first up to sequence `last`.
+    async fn read_until(
+        &self,
+        filters: &[String],
+        last: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ApiError> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        while after < last {
+            let (raw, _) = self
+                .store
+                .read_any(after, filters, 10_000)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            if raw.is_empty() {
+                break;
+            }
+            for (sequence, bytes) in raw {
+                if sequence > last {
+                    return Ok(out);
+                }
+                after = sequence;
+                out.push((sequence, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// An aggregate's view as its `GET` shows it, in `folded` (heartbeats are not events,
+    /// so an agent's is left out).
+    fn view_of(
+        &self,
+        kind: events::AggregateKind,
+        project: &str,
+        folded: &projections::Project,
+        id: &str,
+    ) -> Option<serde_json::Value> {
+        use poem_openapi::types::ToJSON;
+        match kind {
+            events::AggregateKind::Work => folded
+                .work
+                .get(id)
+                .and_then(|w| super::work::WorkView::new(project, folded, w).to_json()),
+            events::AggregateKind::Target => folded
+                .targets
+                .get(id)
+                .and_then(|t| super::targets::TargetView::new(project, t).to_json()),
+            events::AggregateKind::Agent => folded.agents.get(id).and_then(|a| {
+                let mut view = super::agents::AgentView::native(self, project, a);
+                view.last_heartbeat = None;
+                view.to_json()
+            }),
+            events::AggregateKind::SpinUp | events::AggregateKind::Writer => None,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The REST API: routes, authentication, error shapes and the OpenAPI spec.
 
 pub mod agents;
+pub mod at;
 pub mod batch;
 pub mod channels;
 pub mod contract;
@@ -83,6 +84,10 @@ pub struct AppState {
     pub coordinator: Arc<crate::coordinator::Coordinator>,
     pub registry: Arc<crate::registry::WarpRegistry>,
     pub store: EventStore,
+    /// The state at past points of the log, for `at` and `asOf`.
+    pub past: crate::past::Past,
+    /// The last background verification of the log.
+    pub audits: crate::audit::Audits,
     pub client: async_nats::Client,
     pub default_project: String,
 }
@@ -107,8 +112,19 @@ impl AppState {
         requested: Option<&str>,
         key: &str,
     ) -> Result<(String, TargetView), ApiError> {
+        self.find_target_seen(&at::Seen::Live, requested, key)
+            .map(|(_, found)| found)
+    }
+
+    /// [`Self::find_target`] in the state `seen` names, with that state's sequence.
+    pub fn find_target_seen(
+        &self,
+        seen: &at::Seen,
+        requested: Option<&str>,
+        key: &str,
+    ) -> Result<(u64, (String, TargetView)), ApiError> {
         let project = self.project(requested)?;
-        let found = self.commands.projection().read(|s| {
+        let (sequence, found) = self.read_seen(seen, |s| {
             let view = |p: &str| {
                 s.project(p)
                     .and_then(|proj| proj.targets.get_by_id_or_name(key))
@@ -125,7 +141,9 @@ impl AppState {
                 })
             })
         });
-        found.ok_or_else(|| ApiError::not_found(format!("Target with ID or name {key} not found")))
+        found
+            .map(|found| (sequence, found))
+            .ok_or_else(|| ApiError::not_found(format!("Target with ID or name {key} not found")))
     }
 }
 

@@ -6,10 +6,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
+use super::at::AtResponse;
 use super::error::ApiError;
 use super::{AppState, Tag};
 use crate::live;
@@ -152,10 +153,20 @@ pub struct ProjectList {
 
 #[OpenApi(tag = "Tag::System")]
 impl StatsApi {
-    /// Counts over every project.
+    /// Counts over every project: now, or with `at` (a sequence) or `asOf` (an RFC 3339
+    /// time) as they were then (the `Weft-Sequence` header names the point used).
     #[oai(path = "/api/stats", method = "get", operation_id = "getStats")]
-    async fn stats(&self, app: Data<&Arc<AppState>>) -> Json<GlobalStats> {
-        Json(app.commands.projection().read(|s| {
+    async fn stats(
+        &self,
+        app: Data<&Arc<AppState>>,
+        /// The state after the event at this sequence (or the last one before it).
+        at: Query<Option<u64>>,
+        /// The state after the last event recorded at or before this time.
+        #[oai(name = "asOf")]
+        as_of: Query<Option<String>>,
+    ) -> Result<AtResponse<GlobalStats>, ApiError> {
+        let seen = app.seen(at.0, as_of.0.as_deref()).await?;
+        let (sequence, stats) = app.read_seen(&seen, |s| {
             let by_project: BTreeMap<String, ProjectTotals> = s
                 .projects
                 .iter()
@@ -189,7 +200,8 @@ impl StatsApi {
                 },
                 by_project,
             }
-        }))
+        });
+        Ok(AtResponse::Ok(Json(stats), sequence))
     }
 
     /// The projects Weft knows (every project with at least one event).
@@ -236,6 +248,7 @@ pub fn metrics(app: Data<&Arc<AppState>>) -> poem::Response {
                 commit_seconds: &app.store.commit_seconds,
                 assignment_seconds: &app.coordinator.assignment_seconds,
                 websocket_clients: app.live.connections.load(Ordering::Relaxed),
+                audit: app.audits.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             },
         )
     });

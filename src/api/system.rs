@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use poem::web::Data;
+use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::at::AtResponse;
+use super::error::ApiError;
 use super::{AppState, Tag};
 use crate::time::{now_ms, rfc3339};
 
@@ -41,6 +44,20 @@ pub struct WriterHealth {
     pub projects: Vec<String>,
 }
 
+/// The last background verification of the log (`WEFT_AUDIT_INTERVAL_MS`).
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct AuditHealth {
+    /// Whether every check held.
+    pub ok: bool,
+    pub finished_at: String,
+    /// Sequence the replay reached.
+    pub sequence: u64,
+    pub checks: usize,
+    /// The checks that did not hold.
+    pub failed: Vec<String>,
+}
+
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
 pub struct Health {
@@ -54,6 +71,9 @@ pub struct Health {
     pub writer: WriterHealth,
     /// Whether this instance's state has caught up with the end of the event log.
     pub caught_up: bool,
+    /// The last background verification of the log; `null` when it is off or has not
+    /// finished yet.
+    pub audit: Option<AuditHealth>,
 }
 
 #[derive(ApiResponse)]
@@ -112,6 +132,18 @@ async fn health_now(app: &AppState) -> Health {
             projects: app.commands.leases().map(|l| l.held()).unwrap_or_default(),
         },
         caught_up,
+        audit: app
+            .audits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|a| AuditHealth {
+                ok: a.failed.is_empty(),
+                finished_at: rfc3339(a.finished_ms),
+                sequence: a.sequence,
+                checks: a.checks,
+                failed: a.failed.clone(),
+            }),
     }
 }
 
@@ -141,14 +173,26 @@ impl SystemApi {
         }
     }
 
-    /// The state digest.
+    /// The state digest: of the live state, or with `at` (a sequence) or `asOf` (an
+    /// RFC 3339 time) of the state as it was then, rebuilt from the nearest kept snapshot
+    /// and the events up to that point; `sequence` is the point actually used.
     #[oai(path = "/api/state", method = "get", operation_id = "getState")]
-    async fn state(&self, app: Data<&Arc<AppState>>) -> Json<StateDigest> {
-        Json(app.commands.projection().read(|s| StateDigest {
+    async fn state(
+        &self,
+        app: Data<&Arc<AppState>>,
+        /// The state after the event at this sequence (or the last one before it).
+        at: Query<Option<u64>>,
+        /// The state after the last event recorded at or before this time.
+        #[oai(name = "asOf")]
+        as_of: Query<Option<String>>,
+    ) -> Result<AtResponse<StateDigest>, ApiError> {
+        let seen = app.seen(at.0, as_of.0.as_deref()).await?;
+        let (sequence, digest) = app.read_seen(&seen, |s| StateDigest {
             sequence: s.sequence,
             digest: s.digest(),
             projects: s.projects.len(),
             targets: s.projects.values().map(|p| p.targets.len()).sum(),
-        }))
+        });
+        Ok(AtResponse::Ok(Json(digest), sequence))
     }
 }

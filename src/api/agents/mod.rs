@@ -11,6 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use serde_json::Value;
 
+use crate::api::at::{AtResponse, Seen};
 use crate::api::batch::BatchOutcome;
 use crate::api::error::ApiError;
 use crate::api::events::EventPage;
@@ -150,14 +151,45 @@ impl AgentsApi {
         }))
     }
 
-    /// Get an agent by GUID (a UUID, or Warp's 32-hex identity).
+    /// Get an agent by GUID (a UUID, or Warp's 32-hex identity): as it is, or with `at` (a
+    /// sequence) or `asOf` (an RFC 3339 time) as it was then (the `Weft-Sequence` header
+    /// names the point used). The past knows Weft's own agents only, and without
+    /// `lastHeartbeat` (heartbeats are not events).
     #[oai(path = "/api/agents/:guid", method = "get", operation_id = "getAgent")]
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
         guid: Path<String>,
-    ) -> Result<Json<AgentView>, ApiError> {
-        Ok(Json(app.find_agent(&guid.0)?))
+        /// The agent as it was after the event at this sequence (or the last one before it).
+        at: Query<Option<u64>>,
+        /// The agent as it was after the last event recorded at or before this time.
+        #[oai(name = "asOf")]
+        as_of: Query<Option<String>>,
+    ) -> Result<AtResponse<AgentView>, ApiError> {
+        let seen = app.seen(at.0, as_of.0.as_deref()).await?;
+        let live = matches!(seen, Seen::Live);
+        let (sequence, native) = app.read_seen(&seen, |s| {
+            s.projects.iter().find_map(|(name, p)| {
+                p.agents.get(&guid.0).map(|a| {
+                    let mut view = AgentView::native(&app, name, a);
+                    if !live {
+                        view.last_heartbeat = None;
+                    }
+                    view
+                })
+            })
+        });
+        let view = match native {
+            Some(view) => view,
+            None if live => app.find_agent(&guid.0)?,
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "Agent with GUID {} not found",
+                    guid.0
+                )))
+            }
+        };
+        Ok(AtResponse::Ok(Json(view), sequence))
     }
 
     /// An agent's history: its events in order (registrations, shutdown requests, going

@@ -54,7 +54,7 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    pub(super) fn native(app: &AppState, project: &str, a: &Agent) -> Self {
+    pub(crate) fn native(app: &AppState, project: &str, a: &Agent) -> Self {
         let status = match a.status {
             AgentStatus::Offline => AgentStatusName::Offline,
             AgentStatus::Online if a.free_slots() == 0 => AgentStatusName::Busy,

@@ -10,6 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use projections::{HealthStatus, Target, TargetStatus};
 
+use crate::api::at::AtResponse;
 use crate::api::batch::BatchOutcome;
 use crate::api::error::ApiError;
 use crate::api::events::EventPage;
@@ -204,7 +205,8 @@ impl TargetsApi {
         Ok(CreatedResponse::Created(Json(view)))
     }
 
-    /// Get a target by id or name.
+    /// Get a target by id or name: as it is, or with `at` (a sequence) or `asOf` (an
+    /// RFC 3339 time) as it was then (the `Weft-Sequence` header names the point used).
     #[oai(path = "/api/targets/:id", method = "get", operation_id = "getTarget")]
     async fn get(
         &self,
@@ -212,9 +214,15 @@ impl TargetsApi {
         id: Path<String>,
         #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
         project_id: Query<Option<String>>,
-    ) -> Result<Json<TargetView>, ApiError> {
-        let (_, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
-        Ok(Json(view))
+        /// The target as it was after the event at this sequence (or the last one before it).
+        at: Query<Option<u64>>,
+        /// The target as it was after the last event recorded at or before this time.
+        #[oai(name = "asOf")]
+        as_of: Query<Option<String>>,
+    ) -> Result<AtResponse<TargetView>, ApiError> {
+        let seen = app.seen(at.0, as_of.0.as_deref()).await?;
+        let (sequence, (_, view)) = app.find_target_seen(&seen, project_id.0.as_deref(), &id.0)?;
+        Ok(AtResponse::Ok(Json(view), sequence))
     }
 
     /// A target's history: its events in order (registration, changes, health checks),

@@ -10,6 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use projections::{Work, WorkStatus};
 
+use crate::api::at::{AtResponse, Seen};
 use crate::api::batch::BatchOutcome;
 use crate::api::error::ApiError;
 use crate::api::events::EventPage;
@@ -30,19 +31,30 @@ impl AppState {
         requested: Option<&str>,
         id: &str,
     ) -> Result<(String, WorkView), ApiError> {
+        self.find_work_seen(&Seen::Live, requested, id)
+            .map(|(_, found)| found)
+    }
+
+    /// [`Self::find_work`] in the state `seen` names, with that state's sequence.
+    pub fn find_work_seen(
+        &self,
+        seen: &Seen,
+        requested: Option<&str>,
+        id: &str,
+    ) -> Result<(u64, (String, WorkView)), ApiError> {
         let only = requested.map(|p| self.project(Some(p))).transpose()?;
-        self.commands
-            .projection()
-            .read(|s| {
-                s.projects
-                    .iter()
-                    .filter(|(name, _)| only.as_ref().is_none_or(|o| o == *name))
-                    .find_map(|(name, p)| {
-                        p.work
-                            .get(id)
-                            .map(|w| (name.clone(), WorkView::new(name, p, w)))
-                    })
-            })
+        let (sequence, found) = self.read_seen(seen, |s| {
+            s.projects
+                .iter()
+                .filter(|(name, _)| only.as_ref().is_none_or(|o| o == *name))
+                .find_map(|(name, p)| {
+                    p.work
+                        .get(id)
+                        .map(|w| (name.clone(), WorkView::new(name, p, w)))
+                })
+        });
+        found
+            .map(|found| (sequence, found))
             .ok_or_else(|| ApiError::not_found(format!("Work item with ID {id} not found")))
     }
 
@@ -283,7 +295,8 @@ impl WorkApi {
         ))
     }
 
-    /// Get a work item.
+    /// Get a work item: as it is, or with `at` (a sequence) or `asOf` (an RFC 3339 time)
+    /// as it was then (the `Weft-Sequence` header names the point used).
     #[oai(path = "/api/work/:id", method = "get", operation_id = "getWork")]
     async fn get(
         &self,
@@ -291,8 +304,15 @@ impl WorkApi {
         id: Path<String>,
         #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
         project_id: Query<Option<String>>,
-    ) -> Result<Json<WorkView>, ApiError> {
-        Ok(Json(app.find_work(project_id.0.as_deref(), &id.0)?.1))
+        /// The item as it was after the event at this sequence (or the last one before it).
+        at: Query<Option<u64>>,
+        /// The item as it was after the last event recorded at or before this time.
+        #[oai(name = "asOf")]
+        as_of: Query<Option<String>>,
+    ) -> Result<AtResponse<WorkView>, ApiError> {
+        let seen = app.seen(at.0, as_of.0.as_deref()).await?;
+        let (sequence, (_, view)) = app.find_work_seen(&seen, project_id.0.as_deref(), &id.0)?;
+        Ok(AtResponse::Ok(Json(view), sequence))
     }
 
     /// A work item's history: its events in order, with time, actor, correlation and
