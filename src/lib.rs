@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod embedded;
 pub mod leases;
 pub mod live;
+pub mod mcp;
 pub mod mechanism;
 pub mod metrics;
 pub mod nats;

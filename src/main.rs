@@ -29,6 +29,9 @@ enum Command {
     Serve(ServeConfig),
     /// Join the fleet: register with Weft and run a command for each work item.
     Agent(weft::agent::AgentConfig),
+    /// Join the fleet as an MCP server on stdio, for an interactive agent session (Claude
+    /// Code, Copilot CLI, Codex): its tools take work, report on it and hand sub-tasks on.
+    Mcp(weft::mcp::McpConfig),
     /// Print the OpenAPI spec (YAML).
     Openapi,
     /// Print the event log: who changed what, when.
@@ -153,6 +156,20 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e}");
                     eprintln!("weft: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Mcp(config) => {
+            // Logs go to stderr: stdout is the MCP session.
+            init_logging(&cli.log_level, &cli.log_format);
+            match runtime()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(weft::mcp::run(config)))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weft mcp: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -18,6 +18,26 @@ pub fn agent_subject(project: &str, agent_id: &str, message: &str) -> String {
     format!("weft.agent.{project}.{agent_id}.{message}")
 }
 
+/// One request of the agent protocol, answered within `timeout`. A timeout or an
+/// unreadable answer is an `Err`; Weft's refusals are in the [`Reply`].
+pub async fn call<B: Serialize, R: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    project: &str,
+    operation: &str,
+    body: &B,
+    timeout: std::time::Duration,
+) -> Result<Reply<R>, String> {
+    let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(
+        timeout,
+        client.request(rpc_subject(project, operation), payload.into()),
+    )
+    .await
+    .map_err(|_| format!("no answer from Weft within {} ms", timeout.as_millis()))?
+    .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&response.payload).map_err(|e| format!("unreadable answer: {e}"))
+}
+
 pub const REGISTER: &str = "agent.register";
 pub const HEARTBEAT: &str = "agent.heartbeat";
 pub const DEREGISTER: &str = "agent.deregister";

@@ -66,7 +66,7 @@ impl Runtime {
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
             )
-            .env("WEFT_PROJECT", &self.config.project)
+            .env("WEFT_PROJECT", &self.config.member.project)
             .env("WEFT_AGENT_ID", &self.id)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -18,8 +18,9 @@ use crate::protocol::{self, codes, Assignment, Reply};
 mod command;
 pub use command::render_command;
 
+/// Who an agent is in the fleet: what `weft agent` and `weft mcp` register as.
 #[derive(clap::Args, Clone, Debug)]
-pub struct AgentConfig {
+pub struct Membership {
     /// Weft's NATS (the URL `weft serve` logs at start).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -65,6 +66,57 @@ pub struct AgentConfig {
     pub idle_timeout_ms: Option<u64>,
     #[arg(long, env = "AGENT_HANDLE")]
     pub handle: Option<String>,
+}
+
+impl Membership {
+    /// The agent's id (`--agent-id`, else a new UUID), once checked with the project.
+    pub fn checked_id(&self) -> Result<String, String> {
+        if !events::subject::is_valid_token(&self.project) {
+            return Err(format!(
+                "project '{}' is not a valid project id",
+                self.project
+            ));
+        }
+        let id = self
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if !events::subject::is_valid_token(&id) {
+            return Err(format!(
+                "agent id '{id}' must be letters, digits, '-' or '_'"
+            ));
+        }
+        Ok(id)
+    }
+
+    pub fn registration(
+        &self,
+        id: &str,
+        spin_up_id: Option<String>,
+        target_id: Option<String>,
+    ) -> protocol::RegisterRequest {
+        protocol::RegisterRequest {
+            agent_id: id.to_string(),
+            agent_type: self.agent_type.clone(),
+            capabilities: self.capabilities.clone(),
+            boundaries: self.boundaries.clone(),
+            max_concurrent_tasks: self.max_concurrent_tasks,
+            idle_timeout_ms: self.idle_timeout_ms,
+            hostname: std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string()),
+            handle: self.handle.clone(),
+            spin_up_id,
+            target_id,
+        }
+    }
+}
+
+/// `weft agent`'s settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentConfig {
+    #[command(flatten)]
+    pub member: Membership,
     /// Set by Weft when it started this agent.
     #[arg(long, env = "WEFT_SPINUP_ID")]
     pub spin_up_id: Option<String>,
@@ -133,15 +185,17 @@ impl Runtime {
         body: &B,
         timeout: Duration,
     ) -> Result<Reply<R>, String> {
-        let subject = protocol::rpc_subject(&self.config.project, operation);
-        let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(timeout, self.client.request(subject, payload.into()))
-            .await
-            .map_err(|_| format!("no answer from Weft within {} ms", timeout.as_millis()))?
-            .map_err(|e| e.to_string())?;
+        let reply = protocol::call(
+            &self.client,
+            &self.config.member.project,
+            operation,
+            body,
+            timeout,
+        )
+        .await?;
         self.last_answer_ms
             .store(crate::time::now_ms(), Ordering::SeqCst);
-        serde_json::from_slice(&response.payload).map_err(|e| format!("unreadable answer: {e}"))
+        Ok(reply)
     }
 
     /// Sends until Weft answers, backing off; gives up only when Weft refuses.
@@ -188,27 +242,22 @@ impl Runtime {
     }
 
     async fn register(&self) -> Result<(), String> {
-        let request = protocol::RegisterRequest {
-            agent_id: self.id.clone(),
-            agent_type: self.config.agent_type.clone(),
-            capabilities: self.config.capabilities.clone(),
-            boundaries: self.config.boundaries.clone(),
-            max_concurrent_tasks: self.config.max_concurrent_tasks,
-            idle_timeout_ms: self.config.idle_timeout_ms,
-            hostname: std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string()),
-            handle: self.config.handle.clone(),
-            spin_up_id: self.config.spin_up_id.clone(),
-            target_id: self.config.target_id.clone(),
-        };
+        let request = self.config.member.registration(
+            &self.id,
+            self.config.spin_up_id.clone(),
+            self.config.target_id.clone(),
+        );
         let reply: protocol::RegisterReply = self
             .call_until_answered(protocol::REGISTER, &request)
             .await?
             .ok_or("Weft answered the registration without settings")?;
         self.heartbeat_ms
             .store(reply.heartbeat_interval_ms.max(100), Ordering::SeqCst);
-        tracing::info!(agent = self.id, project = self.config.project, "registered");
+        tracing::info!(
+            agent = self.id,
+            project = self.config.member.project,
+            "registered"
+        );
         Ok(())
     }
 
@@ -243,7 +292,7 @@ impl Runtime {
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             if running.contains_key(&assignment.work_id)
-                || running.len() >= self.config.max_concurrent_tasks as usize
+                || running.len() >= self.config.member.max_concurrent_tasks as usize
             {
                 return;
             }
@@ -361,33 +410,19 @@ impl Runtime {
 }
 
 pub async fn run(config: AgentConfig) -> Result<(), String> {
-    if !events::subject::is_valid_token(&config.project) {
-        return Err(format!(
-            "project '{}' is not a valid project id",
-            config.project
-        ));
-    }
     if config.command.trim().is_empty() {
         return Err("the command to run (--command / AGENT_COMMAND) is empty".into());
     }
-    let id = config
-        .agent_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if !events::subject::is_valid_token(&id) {
-        return Err(format!(
-            "agent id '{id}' must be letters, digits, '-' or '_'"
-        ));
-    }
+    let id = config.member.checked_id()?;
     let client = crate::nats::connect(
-        &config.nats_url,
-        config.nats_user.as_deref(),
-        config.nats_pass.as_deref(),
+        &config.member.nats_url,
+        config.member.nats_user.as_deref(),
+        config.member.nats_pass.as_deref(),
         crate::nats::connections(),
     )
     .await;
     let mut pushes = client
-        .subscribe(format!("weft.agent.{}.{id}.>", config.project))
+        .subscribe(protocol::agent_subject(&config.member.project, &id, ">"))
         .await
         .map_err(|e| format!("cannot subscribe: {e}"))?;
     let orphan_timeout_ms = config
