@@ -177,13 +177,13 @@ async fn answers_at_a_sequence_equal_the_live_answers_given_then() {
     assert_eq!(empty["totalProjects"], 0, "{empty}");
 
     // Bad points are told apart.
-    for (query, needle) in [
-        (format!("at={}", head + 1000), "the log ends at"),
-        ("at=1&asOf=2025-01-01T00:00:00Z".into(), "not both"),
-        ("asOf=yesterday".into(), "RFC 3339"),
+    for (query, expected, needle) in [
+        (format!("at={}", head + 1000), 404, "the log ends at"),
+        ("at=1&asOf=2025-01-01T00:00:00Z".into(), 400, "not both"),
+        ("asOf=yesterday".into(), 400, "RFC 3339"),
     ] {
         let (status, _, body) = read(&http, &format!("{}?{query}", weft.url("/api/state"))).await;
-        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(status, expected, "{query}: {body}");
         assert!(
             body["message"].as_str().is_some_and(|m| m.contains(needle)),
             "{query}: {body}"

@@ -66,7 +66,8 @@ impl AppState {
 
 fn past_error(e: PastError) -> ApiError {
     match e {
-        PastError::Beyond { .. } => ApiError::validation("at", e.to_string()),
+        // That point of the log does not exist (yet).
+        PastError::Beyond { .. } => ApiError::not_found(e.to_string()),
         PastError::Unavailable(_) => ApiError::unavailable(e.to_string()),
     }
 }

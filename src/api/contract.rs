@@ -55,6 +55,7 @@ pub fn refine(spec: &mut Value) {
     plain_references(spec);
     links(spec);
     unsigned_integers(spec);
+    times(spec);
     bearer_tokens(spec);
     middleware_statuses(spec);
     closed_request_objects(spec);
@@ -96,6 +97,22 @@ fn unsigned_integers(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(unsigned_integers),
         _ => {}
+    }
+}
+
+/// `asOf` is an RFC 3339 time (poem-openapi sees a string).
+fn times(spec: &mut Value) {
+    for (_, operation) in operations(spec) {
+        let parameters = operation
+            .get_mut("parameters")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten();
+        for parameter in parameters.filter(|p| p["name"] == "asOf" && p["in"] == "query") {
+            if let Some(schema) = parameter.get_mut("schema").and_then(Value::as_object_mut) {
+                schema.insert("format".into(), json!("date-time"));
+            }
+        }
     }
 }
 

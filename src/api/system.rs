@@ -71,8 +71,9 @@ pub struct Health {
     pub writer: WriterHealth,
     /// Whether this instance's state has caught up with the end of the event log.
     pub caught_up: bool,
-    /// The last background verification of the log; `null` when it is off or has not
+    /// The last background verification of the log; absent when it is off or has not
     /// finished yet.
+    #[oai(skip_serializing_if_is_none)]
     pub audit: Option<AuditHealth>,
 }
 
