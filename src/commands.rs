@@ -125,7 +125,8 @@ impl Commands {
         self.role(project) == Role::Writer
     }
 
-    fn role(&self, project: &str) -> Role {
+    /// What this instance is for `project`: writer, standby or vacant.
+    pub fn role(&self, project: &str) -> Role {
         self.shared
             .leases
             .as_ref()

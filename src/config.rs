@@ -52,6 +52,10 @@ pub struct ServeConfig {
     /// verify` does; the outcome is in `/health` (`audit`) and `/metrics` (`weft_audit_*`).
     #[arg(long, env = "WEFT_AUDIT_INTERVAL_MS", default_value_t = 0)]
     pub audit_interval_ms: u64,
+    /// Deliver work to agents of the `agent-registry` bucket (Warp's) through Warp's work
+    /// queues and Weft's inbox (`false`: list them only).
+    #[arg(long, env = "WEFT_WARP_BRIDGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub warp_bridge: bool,
     /// A JSON routing policy file (`{"boundaries": {"corporate": {"allowedAgentTypes":
     /// ["copilot-cli"], "preferredAgentTypes": ["copilot-cli"]}, ...}}`). Default: corporate ->
     /// copilot-cli only; corporate-adjacent -> copilot-cli preferred; personal -> claude-code

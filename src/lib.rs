@@ -24,4 +24,5 @@ pub mod registry;
 pub mod serve;
 pub mod store;
 pub mod time;
+pub mod warp;
 pub mod writer;

@@ -17,16 +17,77 @@ pub const BUCKET: &str = "agent-registry";
 /// Warp heartbeats every 60 s; an entry silent for three beats is shown offline.
 pub const STALE_AFTER_MS: u64 = 180_000;
 
+/// What the bridge and the API read from a registry entry, whichever writer wrote it:
+/// Warp 1.0 (top-level `agentType`, no boundaries) or the original's expected shape
+/// (`metadata.agentType`, `metadata.boundaries`).
+#[derive(Clone, Debug)]
+pub struct WarpAgent {
+    pub guid: String,
+    pub agent_type: String,
+    pub capabilities: Vec<String>,
+    /// `metadata.boundaries`; the original's `["default"]` when absent, so an agent that
+    /// declared none never sees classified data.
+    pub boundaries: Vec<String>,
+    pub project_id: String,
+    pub handle: Option<String>,
+    pub hostname: Option<String>,
+    pub status: Option<String>,
+    pub max_concurrent_tasks: u32,
+    pub last_heartbeat_ms: Option<u64>,
+}
+
+impl WarpAgent {
+    pub fn parse(key: &str, e: &Value) -> Option<Self> {
+        let text = |v: &Value| v.as_str().map(String::from);
+        let list = |v: &Value| -> Option<Vec<String>> {
+            v.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+        };
+        e.as_object()?;
+        Some(WarpAgent {
+            guid: text(&e["guid"]).unwrap_or_else(|| key.into()),
+            agent_type: text(&e["metadata"]["agentType"])
+                .or_else(|| text(&e["agentType"]))
+                .unwrap_or_else(|| "claude-code".into()),
+            capabilities: list(&e["capabilities"]).unwrap_or_default(),
+            boundaries: list(&e["metadata"]["boundaries"])
+                .unwrap_or_else(|| vec!["default".into()]),
+            project_id: text(&e["projectId"]).unwrap_or_default(),
+            handle: text(&e["handle"]),
+            hostname: text(&e["hostname"]),
+            status: text(&e["status"]),
+            max_concurrent_tasks: e["maxConcurrentTasks"]
+                .as_u64()
+                .map_or(1, |n| n.clamp(1, 64) as u32),
+            last_heartbeat_ms: parse_time_ms(&e["lastHeartbeat"]),
+        })
+    }
+
+    /// Heard from within three of Warp's beats and not deregistered.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.status.as_deref() != Some("offline")
+            && self
+                .last_heartbeat_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) <= STALE_AFTER_MS)
+    }
+}
+
 #[derive(Default)]
 pub struct WarpRegistry {
     entries: RwLock<BTreeMap<String, Value>>,
 }
 
 impl WarpRegistry {
+    /// Every entry but Weft's own (the coordinator's, written by the Warp bridge).
     pub fn all(&self) -> Vec<(String, Value)> {
+        let own = crate::warp::coordinator_guid();
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .iter()
+            .filter(|(k, _)| **k != own)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }

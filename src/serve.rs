@@ -185,6 +185,12 @@ async fn serve(
         );
         async move { registry.watch(js, shutdown).await }
     });
+    if config.warp_bridge {
+        tasks.spawn(
+            crate::warp::WarpBridge::new(client.clone(), registry.clone(), commands.clone())
+                .run(shutdown.clone()),
+        );
+    }
     tasks.spawn({
         // After a reconnection, agents could not reach us: each gets a fresh window.
         let (coordinator, mut changes, shutdown) = (

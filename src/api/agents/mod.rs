@@ -37,13 +37,21 @@ impl AppState {
                 .map(|(name, a)| AgentView::native(self, name, a))
                 .collect()
         });
-        views.extend(
-            self.registry
-                .all()
-                .iter()
-                .map(|(k, e)| AgentView::warp(k, e))
-                .filter(|v| project.is_none_or(|p| v.project_id == p)),
-        );
+        // A Warp agent the bridge speaks for is in the log too: listed once, as Warp's.
+        let warp: Vec<AgentView> = self
+            .registry
+            .all()
+            .iter()
+            .map(|(k, e)| AgentView::warp(k, e))
+            .filter(|v| project.is_none_or(|p| v.project_id == p))
+            .collect();
+        for view in &mut views {
+            if warp.iter().any(|w| w.guid == view.guid) {
+                view.source = "warp".into();
+            }
+        }
+        let bridged: Vec<String> = views.iter().map(|v| v.guid.clone()).collect();
+        views.extend(warp.into_iter().filter(|w| !bridged.contains(&w.guid)));
         views
     }
 

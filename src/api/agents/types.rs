@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::api::batch::BatchOutcome;
 pub use crate::api::names::{AgentStatusName, ShutdownReason};
 use crate::api::AppState;
-use crate::registry::{parse_time_ms, STALE_AFTER_MS};
+use crate::registry::{parse_time_ms, WarpAgent, STALE_AFTER_MS};
 use crate::time::{now_ms, rfc3339};
 
 /// An agent, in the original's `RegisteredAgent` field order.
@@ -96,32 +96,32 @@ impl AgentView {
     /// `natsUrl` is never shown: Warp may have stored credentials in it.
     pub(super) fn warp(key: &str, e: &Value) -> Self {
         let text = |v: &Value| v.as_str().map(String::from);
-        let list = |v: &Value| -> Option<Vec<String>> {
-            v.as_array().map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect()
-            })
-        };
+        let parsed = WarpAgent::parse(key, e);
         let last_heartbeat = parse_time_ms(&e["lastHeartbeat"]);
         let stale = last_heartbeat.is_none_or(|t| now_ms().saturating_sub(t) > STALE_AFTER_MS);
         // A status Warp may write that we do not know reads as offline: never routed to.
         let stored =
             serde_json::from_value(e["status"].clone()).unwrap_or(AgentStatusName::Offline);
+        let (guid, agent_type, capabilities, boundaries) = match parsed {
+            Some(a) => (a.guid, a.agent_type, a.capabilities, a.boundaries),
+            None => (
+                key.into(),
+                "claude-code".into(),
+                vec![],
+                vec!["default".into()],
+            ),
+        };
         Self {
-            guid: text(&e["guid"]).unwrap_or_else(|| key.into()),
+            guid,
             handle: text(&e["handle"]),
-            agent_type: text(&e["metadata"]["agentType"])
-                .or_else(|| text(&e["agentType"]))
-                .unwrap_or_else(|| "claude-code".into()),
+            agent_type,
             status: if stale {
                 AgentStatusName::Offline
             } else {
                 stored
             },
-            capabilities: list(&e["capabilities"]).unwrap_or_default(),
-            boundaries: list(&e["metadata"]["boundaries"])
-                .unwrap_or_else(|| vec!["default".into()]),
+            capabilities,
+            boundaries,
             hostname: text(&e["hostname"]),
             project_id: text(&e["projectId"]).unwrap_or_default(),
             username: text(&e["username"]),
