@@ -63,6 +63,7 @@ fn submit(i: usize) -> decide::Command {
             context_data: None,
             max_attempts: None,
             idempotency_key: None,
+            workspace: None,
         },
     }
     .into()

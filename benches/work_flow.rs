@@ -79,16 +79,7 @@ async fn agent(
         }
         let (client, id, done) = (client.clone(), id.clone(), done.clone());
         tokio::spawn(async move {
-            let mut report = protocol::WorkReport {
-                agent_id: id,
-                work_id: a.work_id,
-                lease_id: a.lease_id,
-                progress: None,
-                message: None,
-                output: None,
-                artifacts: vec![],
-                recoverable: None,
-            };
+            let mut report = protocol::WorkReport::on(&id, &a.work_id, &a.lease_id);
             let _ = client
                 .request(
                     protocol::rpc_subject("default", protocol::ACCEPT),

@@ -237,16 +237,11 @@ impl Session {
                 ),
             });
         };
-        Ok(WorkReport {
-            agent_id: self.id.clone(),
-            work_id: assignment.work_id.clone(),
-            lease_id: assignment.lease_id.clone(),
-            progress: None,
-            message: None,
-            output: None,
-            artifacts: vec![],
-            recoverable: None,
-        })
+        Ok(WorkReport::on(
+            &self.id,
+            &assignment.work_id,
+            &assignment.lease_id,
+        ))
     }
 
     /// Sends a report on a taken item; `ends` when it finishes the item.
@@ -280,16 +275,7 @@ impl Session {
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_front();
             if let Some(assignment) = next {
-                let report = WorkReport {
-                    agent_id: self.id.clone(),
-                    work_id: assignment.work_id.clone(),
-                    lease_id: assignment.lease_id.clone(),
-                    progress: None,
-                    message: None,
-                    output: None,
-                    artifacts: vec![],
-                    recoverable: None,
-                };
+                let report = WorkReport::on(&self.id, &assignment.work_id, &assignment.lease_id);
                 let reply: Reply<Value> = self.call(protocol::ACCEPT, &report).await?;
                 if reply.ok {
                     self.taken

@@ -110,6 +110,9 @@ pub struct Assignment {
     pub deadline: Option<String>,
     #[serde(default)]
     pub context_data: Option<serde_json::Value>,
+    /// Work on it in a git worktree of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<events::work::WorkspaceSpec>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -146,6 +149,26 @@ pub struct WorkReport {
     /// For `work.fail`: whether another attempt could succeed.
     #[serde(default)]
     pub recoverable: Option<bool>,
+    /// For `work.complete` and `work.fail`: what the attempt left in its workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<events::work::WorkspaceOutcome>,
+}
+
+impl WorkReport {
+    /// A report on the item `lease` names, saying nothing yet.
+    pub fn on(agent_id: &str, work_id: &str, lease_id: &str) -> Self {
+        WorkReport {
+            agent_id: agent_id.into(),
+            work_id: work_id.into(),
+            lease_id: lease_id.into(),
+            progress: None,
+            message: None,
+            output: None,
+            artifacts: vec![],
+            recoverable: None,
+            workspace: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -462,16 +462,7 @@ impl WarpBridge {
             self.reject(&sender, work_id, "not assigned to you").await;
             return Ok(());
         };
-        let mut report = WorkReport {
-            agent_id: sender.clone(),
-            work_id: work_id.to_string(),
-            lease_id,
-            progress: None,
-            message: None,
-            output: None,
-            artifacts: vec![],
-            recoverable: None,
-        };
+        let mut report = WorkReport::on(&sender, work_id, &lease_id);
         let operation = match kind {
             "work-claim" => protocol::ACCEPT,
             "progress-update" => {

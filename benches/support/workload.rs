@@ -92,6 +92,7 @@ impl Workload {
                         context_data: None,
                         max_attempts: None,
                         idempotency_key: None,
+                        workspace: None,
                     },
                 }
                 .into(),
@@ -114,6 +115,7 @@ impl Workload {
                     summary: "done".into(),
                     output: None,
                     artifacts: vec![],
+                    workspace: None,
                 }
                 .into(),
             ];

@@ -62,6 +62,7 @@ pub struct Submission {
     pub context_data: Option<serde_json::Value>,
     pub max_attempts: Option<i64>,
     pub idempotency_key: Option<String>,
+    pub workspace: Option<events::work::WorkspaceSpec>,
 }
 
 /// Who reports on which item, under which lease.
@@ -100,12 +101,14 @@ pub enum WorkCommand {
         summary: String,
         output: Option<String>,
         artifacts: Vec<String>,
+        workspace: Option<events::work::WorkspaceOutcome>,
     },
     Fail {
         lease: Lease,
         error: String,
         recoverable: bool,
         now_ms: u64,
+        workspace: Option<events::work::WorkspaceOutcome>,
     },
     /// Take an assignment back without a report (not accepted in time).
     ExpireLease {
@@ -198,6 +201,21 @@ pub fn validate_submission(
             "must be a non-empty string of at most 256 characters",
         );
     }
+    if let Some(w) = &request.workspace {
+        // Both reach git's command line: nothing that git could read as an option.
+        errors.check(
+            text_ok(&w.repo, 2048) && !w.repo.starts_with('-') && !w.repo.contains('\0'),
+            "workspace.repo",
+            "must be a git URL or path of at most 2048 characters, not starting with '-'",
+        );
+        if let Some(r) = &w.git_ref {
+            errors.check(
+                is_git_ref(r),
+                "workspace.ref",
+                "must be a branch, tag or commit: at most 256 characters, no spaces, '..', '~', '^', ':', '?', '*', '[' or '\\', not starting with '-'",
+            );
+        }
+    }
     errors.finish(WorkSubmitted {
         task_id: request.task_id.clone().unwrap_or_else(|| id.to_string()),
         description: request.description.clone(),
@@ -210,7 +228,22 @@ pub fn validate_submission(
         context_data: request.context_data.as_ref().map(|c| c.to_string()),
         max_attempts: max_attempts as u32,
         idempotency_key: request.idempotency_key.clone(),
+        workspace: request.workspace.clone(),
     })
+}
+
+/// A ref name git accepts and cannot mistake for an option (`git check-ref-format`'s rules,
+/// the ones that matter on a command line).
+fn is_git_ref(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 256
+        && !r.starts_with('-')
+        && !r.contains("..")
+        && !r.ends_with('/')
+        && !r.ends_with(".lock")
+        && !r
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c))
 }
 
 pub(crate) fn find<'a>(project: &'a Project, id: &str) -> Result<&'a Work, Rejection> {
@@ -324,6 +357,7 @@ pub fn decide(
             summary,
             output,
             artifacts,
+            workspace,
         } => {
             let work = find(project, &lease.work_id)?;
             // A repeated report of this lease's completion is recorded once.
@@ -341,6 +375,7 @@ pub fn decide(
                     summary: summary.chars().take(16_384).collect(),
                     output: output.as_ref().map(|o| o.chars().take(262_144).collect()),
                     artifacts: artifacts.clone(),
+                    workspace: workspace.clone(),
                 }),
             )
         }
@@ -349,6 +384,7 @@ pub fn decide(
             error,
             recoverable,
             now_ms,
+            workspace,
         } => {
             let work = leased(project, lease)?;
             next(
@@ -359,6 +395,7 @@ pub fn decide(
                     error: error.chars().take(16_384).collect(),
                     recoverable: *recoverable,
                     then: settings.retry.after_failure(work, *recoverable, *now_ms),
+                    workspace: workspace.clone(),
                 }),
             )
         }

@@ -29,6 +29,42 @@ pub struct WorkSubmitted {
     pub max_attempts: u32,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Where the agent works on it: a git worktree of `repo` of its own.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceSpec>,
+}
+
+/// The repository an item is worked on in, as submitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceSpec {
+    /// A git URL or a path the agent's machine can reach.
+    pub repo: String,
+    /// Branch, tag or commit to start from; the remote's default branch when absent.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Push the item's branch to the repo's remote when the command ends.
+    #[serde(default)]
+    pub push: bool,
+}
+
+/// What an attempt left in its workspace: the branch it worked on and what it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceOutcome {
+    pub repo: String,
+    /// The ref it started from, resolved (`main`, a tag, or the commit given).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub base_commit: String,
+    pub branch: String,
+    pub head_commit: String,
+    /// Commits on the branch since `base_commit`.
+    pub commits: u32,
+    pub files_changed: u32,
+    pub insertions: u32,
+    pub deletions: u32,
+    pub pushed: bool,
 }
 
 /// Why an assignment went where it went.
@@ -78,6 +114,8 @@ pub struct WorkCompleted {
     pub output: Option<String>,
     #[serde(default)]
     pub artifacts: Vec<String>,
+    #[serde(default)]
+    pub workspace: Option<WorkspaceOutcome>,
 }
 
 /// What happens to an item whose attempt ended without success.
@@ -100,6 +138,8 @@ pub struct WorkFailed {
     pub error: String,
     pub recoverable: bool,
     pub then: AfterFailure,
+    #[serde(default)]
+    pub workspace: Option<WorkspaceOutcome>,
 }
 
 /// An assignment was taken back without a report: not accepted in time.

@@ -212,6 +212,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                 context_data: Some(r#"{"k":[1,2]}"#.into()),
                 max_attempts: 3,
                 idempotency_key: None,
+                workspace: None,
             }),
         ),
         Op::Assign {
@@ -256,6 +257,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                 summary: "s".into(),
                 output: None,
                 artifacts: vec![],
+                workspace: None,
             }),
         ),
         Op::Fail {
@@ -276,6 +278,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                 } else {
                     AfterFailure::Retry { at_ms: 5 }
                 },
+                workspace: None,
             }),
         ),
         Op::Cancel { work } => (

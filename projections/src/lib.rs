@@ -23,7 +23,7 @@ pub use work::{OrderKey, Route, Work, WorkItems, WorkStatus};
 
 /// The format of a snapshot's bytes. A snapshot of another format is ignored and the log
 /// replayed from zero: snapshots are a cache, the log is the truth.
-pub const SNAPSHOT_FORMAT: u32 = 3;
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
 /// Everything Weft knows, as folded from the log up to `sequence`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

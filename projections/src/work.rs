@@ -113,6 +113,12 @@ pub struct Work {
     pub updated_at_ms: u64,
     /// Stream sequence of `work.submitted`: the item's place in FIFO order, and its key.
     pub submitted_sequence: u64,
+    /// The repository it is worked on in, as submitted.
+    #[serde(default)]
+    pub workspace: Option<events::work::WorkspaceSpec>,
+    /// What its last attempt left in its workspace.
+    #[serde(default)]
+    pub workspace_outcome: Option<events::work::WorkspaceOutcome>,
 }
 
 impl Work {
@@ -350,6 +356,8 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 cancelled_at_ms: None,
                 updated_at_ms: time,
                 submitted_sequence: sequence,
+                workspace: e.workspace.clone(),
+                workspace_outcome: None,
             });
         }
         Event::WorkAssigned(e) => {
@@ -420,6 +428,9 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     artifacts: e.artifacts.clone(),
                     completed_at_ms: time,
                 });
+                if e.workspace.is_some() {
+                    w.workspace_outcome = e.workspace.clone();
+                }
                 w.updated_at_ms = time;
             });
         }
@@ -434,6 +445,9 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     recoverable: e.recoverable,
                     occurred_at_ms: time,
                 });
+                if e.workspace.is_some() {
+                    w.workspace_outcome = e.workspace.clone();
+                }
             });
             end_lease(work, agents, id, &e.then, time);
         }

@@ -45,10 +45,28 @@ impl Runtime {
         }
         let command = match render_command(&self.config.command, a) {
             Ok(c) => c,
-            Err(e) => return self.finish(a, Err(e)).await,
+            Err(e) => return self.finish(a, Err(e), None).await,
+        };
+        let workspace = match &a.workspace {
+            Some(spec) => match self.workspaces.prepare(a, spec).await {
+                Ok(prepared) => Some(prepared),
+                Err(e) => {
+                    return self
+                        .finish(a, Err(format!("no workspace: {e}")), None)
+                        .await
+                }
+            },
+            None => None,
         };
         tracing::info!(work = a.work_id, task = a.task_id, "running: {command}");
-        let spawned = tokio::process::Command::new("sh")
+        let mut process = tokio::process::Command::new("sh");
+        if let Some(w) = &workspace {
+            process
+                .current_dir(&w.path)
+                .env("WEFT_WORKSPACE", &w.path)
+                .env("WEFT_BRANCH", &w.branch);
+        }
+        let spawned = process
             .arg("-c")
             .arg(&command)
             .env("WEFT_WORK_ID", &a.work_id)
@@ -78,9 +96,12 @@ impl Runtime {
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
+                if let Some(w) = &workspace {
+                    self.workspaces.remove(w).await;
+                }
                 return self
-                    .finish(a, Err(format!("cannot start the command: {e}")))
-                    .await
+                    .finish(a, Err(format!("cannot start the command: {e}")), None)
+                    .await;
             }
         };
         if let Some(mut stdin) = child.stdin.take() {
@@ -144,6 +165,9 @@ impl Runtime {
                 _ = &mut cancelled => {
                     stop_group(pgid, &mut child).await;
                     tracing::info!(work = a.work_id, "command stopped");
+                    if let Some(w) = &workspace {
+                        self.workspaces.remove(w).await;
+                    }
                     return Outcome::Done;
                 }
                 status = child.wait() => break status,
@@ -164,21 +188,32 @@ impl Runtime {
             .into_iter()
             .rev()
             .collect();
-        match status {
-            Ok(s) if s.success() => self.finish(a, Ok((last, text))).await,
-            Ok(s) => {
-                self.finish(a, Err(format!("the command exited with {s}: {last}")))
-                    .await
-            }
-            Err(e) => {
-                self.finish(a, Err(format!("waiting for the command failed: {e}")))
-                    .await
-            }
-        }
+        let outcome = match &workspace {
+            Some(w) => match self.workspaces.finish(w, &a.description).await {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    tracing::warn!(work = a.work_id, "workspace not measured: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        let result = match status {
+            Ok(s) if s.success() => Ok((last, text)),
+            Ok(s) => Err(format!("the command exited with {s}: {last}")),
+            Err(e) => Err(format!("waiting for the command failed: {e}")),
+        };
+        self.finish(a, result, outcome).await
     }
 
-    async fn finish(&self, a: &Assignment, result: Result<(String, String), String>) -> Outcome {
+    async fn finish(
+        &self,
+        a: &Assignment,
+        result: Result<(String, String), String>,
+        workspace: Option<events::work::WorkspaceOutcome>,
+    ) -> Outcome {
         let mut report = self.report(a);
+        report.workspace = workspace;
         let operation = match result {
             Ok((summary, output)) => {
                 report.message = Some(summary);
@@ -235,6 +270,7 @@ mod tests {
             attempt: 1,
             deadline: None,
             context_data: None,
+            workspace: None,
         };
         let command = render_command("claude -p {description} --task {taskId}", &a).unwrap();
         // What sh would see: the values as single words, nothing run.

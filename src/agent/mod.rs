@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::protocol::{self, codes, Assignment, Reply};
 
 mod command;
+pub mod workspace;
 pub use command::render_command;
 
 /// Who an agent is in the fleet: what `weft agent` and `weft mcp` register as.
@@ -133,6 +134,27 @@ pub struct AgentConfig {
     /// shell-quoted values; the item also arrives in WEFT_* variables and on stdin.
     #[arg(long, env = "AGENT_COMMAND")]
     pub command: String,
+    /// Where items with a `workspace` get their git mirror and worktree (default:
+    /// `~/.local/share/weft/workspaces`). Agents may share it.
+    #[arg(long, env = "WEFT_WORKSPACES")]
+    pub workspaces: Option<std::path::PathBuf>,
+    /// Most worktrees this agent holds at once.
+    #[arg(long, env = "WEFT_MAX_WORKTREES", default_value_t = 8)]
+    pub max_worktrees: usize,
+    /// Run in each new worktree before the command (e.g. `npm ci`); its failure fails the
+    /// attempt (it is retried).
+    #[arg(long, env = "WEFT_SETUP_COMMAND")]
+    pub setup_command: Option<String>,
+}
+
+impl AgentConfig {
+    fn workspaces(&self) -> workspace::Workspaces {
+        let root = self.workspaces.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+            std::path::Path::new(&home).join(".local/share/weft/workspaces")
+        });
+        workspace::Workspaces::new(root, self.max_worktrees, self.setup_command.clone())
+    }
 }
 
 struct Running {
@@ -143,6 +165,7 @@ struct Running {
 struct Runtime {
     client: async_nats::Client,
     config: AgentConfig,
+    workspaces: workspace::Workspaces,
     id: String,
     running: Mutex<HashMap<String, Running>>,
     draining: AtomicBool,
@@ -322,16 +345,7 @@ impl Runtime {
     }
 
     fn report(&self, a: &Assignment) -> protocol::WorkReport {
-        protocol::WorkReport {
-            agent_id: self.id.clone(),
-            work_id: a.work_id.clone(),
-            lease_id: a.lease_id.clone(),
-            progress: None,
-            message: None,
-            output: None,
-            artifacts: vec![],
-            recoverable: None,
-        }
+        protocol::WorkReport::on(&self.id, &a.work_id, &a.lease_id)
     }
 
     /// One heartbeat, answered within `within` (the interval: the next one is on its way).
@@ -432,8 +446,11 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
         } else {
             0
         });
+    let workspaces = config.workspaces();
+    workspaces.prune().await;
     let runtime = Arc::new(Runtime {
         client,
+        workspaces,
         config,
         id,
         running: Mutex::new(HashMap::new()),

@@ -80,6 +80,7 @@ pub fn assignment(work: &Work) -> Assignment {
             .context_data
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok()),
+        workspace: work.workspace.clone(),
     }
 }
 

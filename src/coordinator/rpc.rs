@@ -240,12 +240,14 @@ impl Coordinator {
                 summary: message,
                 output: r.output,
                 artifacts: r.artifacts,
+                workspace: r.workspace,
             },
             _ => WorkCommand::Fail {
                 lease,
                 error: message,
                 recoverable: r.recoverable.unwrap_or(true),
                 now_ms: now_ms(),
+                workspace: r.workspace,
             },
         };
         self.run(&agent_actor(&r.agent_id), project, command)

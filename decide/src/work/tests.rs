@@ -14,6 +14,7 @@ fn fail(w: &mut World, id: &str, now_ms: u64) -> AfterFailure {
             error: "boom".into(),
             recoverable: true,
             now_ms,
+            workspace: None,
         })
         .expect("a failure is recorded");
     match events.as_slice() {
@@ -166,6 +167,7 @@ fn reports_are_fenced_by_lease_and_completion_is_idempotent() {
         summary: "done".into(),
         output: None,
         artifacts: vec![],
+        workspace: None,
     };
     assert!(matches!(
         w.when(complete(&old)),

@@ -125,7 +125,8 @@ impl WorkApi {
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key", validator(max_length = 256, pattern = r"\S"))]
+        idempotency_key: Header<Option<String>>,
         #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
         project_id: Query<Option<String>>,
         body: Json<Strict<WorkSubmitRequest>>,
@@ -157,6 +158,11 @@ impl WorkApi {
                 .map(|c| serde_json::Value::Object(c.into_iter().collect())),
             max_attempts: body.max_attempts,
             idempotency_key: key,
+            workspace: body.workspace.map(|w| events::work::WorkspaceSpec {
+                repo: w.repo,
+                git_ref: w.git_ref,
+                push: w.push.unwrap_or(false),
+            }),
         };
         let recorded = app
             .commands

@@ -37,6 +37,75 @@ pub struct WorkErrorView {
     pub occurred_at: String,
 }
 
+/// Work on an item in a git worktree of its own, on a branch named after it.
+#[derive(Object, serde::Deserialize, Clone, Debug)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkspaceRequest {
+    /// A git URL or a path the agent's machine can reach.
+    #[oai(validator(max_length = 2048, pattern = r"^[^-\s]"))]
+    pub repo: String,
+    /// Branch, tag or commit to start from (default: the remote's default branch).
+    #[oai(
+        rename = "ref",
+        validator(max_length = 256, pattern = r"^[^-\s~^:?*\[\\]+$")
+    )]
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Push the item's branch to the repo's remote when the agent is done (default false).
+    pub push: Option<bool>,
+}
+
+/// The item's workspace: what was asked, and once an attempt ended, what it left.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct WorkspaceView {
+    pub repo: String,
+    /// As asked, then as resolved (`main`, a tag, the commit given).
+    #[oai(rename = "ref", skip_serializing_if_is_none)]
+    pub git_ref: Option<String>,
+    pub push: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub base_commit: Option<String>,
+    /// `weft/<short id>-<slug of the description>`; it stays after the worktree is removed.
+    #[oai(skip_serializing_if_is_none)]
+    pub branch: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub head_commit: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub commits: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub files_changed: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub insertions: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub deletions: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub pushed: Option<bool>,
+}
+
+impl WorkspaceView {
+    fn new(w: &Work) -> Option<Self> {
+        let spec = w.workspace.as_ref()?;
+        let outcome = w.workspace_outcome.as_ref();
+        Some(WorkspaceView {
+            repo: spec.repo.clone(),
+            git_ref: outcome
+                .map(|o| o.git_ref.clone())
+                .or_else(|| spec.git_ref.clone()),
+            push: spec.push,
+            base_commit: outcome.map(|o| o.base_commit.clone()),
+            branch: outcome.map(|o| o.branch.clone()),
+            head_commit: outcome.map(|o| o.head_commit.clone()),
+            commits: outcome.map(|o| o.commits),
+            files_changed: outcome.map(|o| o.files_changed),
+            insertions: outcome.map(|o| o.insertions),
+            deletions: outcome.map(|o| o.deletions),
+            pushed: outcome.map(|o| o.pushed),
+        })
+    }
+}
+
 /// Why an item went to the agent it went to.
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
@@ -94,6 +163,8 @@ pub struct WorkView {
     pub error: Option<WorkErrorView>,
     #[oai(skip_serializing_if_is_none)]
     pub cancelled_at: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub workspace: Option<WorkspaceView>,
     pub updated_at: String,
     pub project_id: String,
 }
@@ -152,6 +223,7 @@ impl WorkView {
                 occurred_at: rfc3339(e.occurred_at_ms),
             }),
             cancelled_at: w.cancelled_at_ms.map(rfc3339),
+            workspace: WorkspaceView::new(w),
             updated_at: rfc3339(w.updated_at_ms),
             project_id: project_id.into(),
         }
@@ -194,6 +266,8 @@ pub struct WorkSubmitRequest {
     pub max_attempts: Option<i64>,
     #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub project_id: Option<String>,
+    /// Work on it in a git worktree of its own (see `WorkspaceRequest`).
+    pub workspace: Option<WorkspaceRequest>,
 }
 
 #[derive(Object, Clone, Debug)]
