@@ -116,6 +116,30 @@ pub fn coordinator_event(
                 "reason": o.reason,
             }),
         ),
+        Event::WorkParked(s) => (
+            "work",
+            "work:parked",
+            json!({
+                "workId": id, "taskId": task_id, "assignedTo": s.agent_id, "reason": s.reason,
+                "until": s.until_ms.map(rfc3339),
+            }),
+        ),
+        Event::AgentPaused(s) => (
+            "agents",
+            "agent:updated",
+            json!({
+                "agent": agent_summary(p, id), "previousStatus": "online", "newStatus": "paused",
+                "reason": s.reason, "pausedUntil": s.until_ms.map(rfc3339),
+            }),
+        ),
+        Event::AgentResumed(s) => (
+            "agents",
+            "agent:updated",
+            json!({
+                "agent": agent_summary(p, id), "previousStatus": "paused", "newStatus": "online",
+                "reason": s.reason,
+            }),
+        ),
         Event::AgentShutdownRequested(s) => (
             "agents",
             "agent:shutdown",

@@ -56,7 +56,7 @@ pub fn render(state: &State, observed: Observed) -> String {
             work.get_or_create(&by(status.as_str()))
                 .set(p.work.count(status) as i64);
         }
-        for status in ["online", "busy", "offline"] {
+        for status in ["online", "busy", "paused", "offline"] {
             let n = p
                 .agents
                 .count_by_shown_status()

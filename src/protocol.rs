@@ -45,6 +45,9 @@ pub const ACCEPT: &str = "work.accept";
 pub const PROGRESS: &str = "work.progress";
 pub const COMPLETE: &str = "work.complete";
 pub const FAIL: &str = "work.fail";
+/// A usage limit stopped the attempt (not a failure): the item goes back to the queue
+/// without counting it, and the agent is paused until `untilMs`.
+pub const PARK: &str = "work.park";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,6 +155,12 @@ pub struct WorkReport {
     /// For `work.complete` and `work.fail`: what the attempt left in its workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<events::work::WorkspaceOutcome>,
+    /// For `work.complete` and `work.fail`: what the agent CLI reported the attempt cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<events::work::Usage>,
+    /// For `work.park`: when the limit resets (absent: a person must resume the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 impl WorkReport {
@@ -167,6 +176,8 @@ impl WorkReport {
             artifacts: vec![],
             recoverable: None,
             workspace: None,
+            usage: None,
+            until_ms: None,
         }
     }
 }

@@ -484,7 +484,7 @@ impl EventStore {
                 filter_subject,
                 filter_subjects,
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
+                    start_sequence: after.saturating_add(1),
                 },
                 ack_policy: consumer::AckPolicy::None,
                 inactive_threshold: Duration::from_secs(30),

@@ -96,13 +96,21 @@ impl WarpBridge {
     }
 
     /// Runs until `shutdown`: presence, the inbox, and the agents' side of the protocol.
+    /// Nothing of Warp's is created before the registry holds a Warp agent.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        tokio::spawn(self.clone().read_inbox(shutdown.clone()));
         let mut last_presence = 0;
+        let mut reading = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(TICK) => {}
+            }
+            if self.registry.all().is_empty() {
+                continue;
+            }
+            if !reading {
+                tokio::spawn(self.clone().read_inbox(shutdown.clone()));
+                reading = true;
             }
             if now_ms().saturating_sub(last_presence) >= PRESENCE_EVERY.as_millis() as u64 {
                 match self.announce().await {

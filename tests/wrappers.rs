@@ -15,14 +15,29 @@ fn wrappers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agent-wrappers")
 }
 
-/// A directory with stand-in CLIs that answer like the real ones would, in one line.
+/// A directory with stand-in CLIs that answer in the structured output the wrappers ask
+/// for (Claude's stream-json result record, Copilot's JSON lines), and refuse to run
+/// without the unattended flags the wrappers pass.
 fn stand_ins() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
-    for name in ["claude", "copilot"] {
+    for (name, needs, answer) in [
+        (
+            "claude",
+            "--output-format stream-json --verbose --permission-mode acceptEdits",
+            r#"printf '{"type":"result","subtype":"success","is_error":false,"result":"claude did: %s","total_cost_usd":0.01}\n' "$2""#,
+        ),
+        (
+            "copilot",
+            "--output-format json --no-ask-user --allow-tool write",
+            r#"printf '{"type":"assistant.message","data":{"content":"copilot did: %s"}}\n{"type":"result","sessionId":"s","exitCode":0,"usage":{"premiumRequests":1}}\n' "$2""#,
+        ),
+    ] {
         let path = dir.path().join(name);
         std::fs::write(
             &path,
-            format!("#!/bin/sh\n# $1 is -p, $2 the prompt\necho \"{name} did: $2\"\n"),
+            format!(
+                "#!/bin/sh\n# $1 is -p, $2 the prompt\ncase \"$*\" in *\"{needs}\"*) ;; *) echo \"missing flags: $*\" >&2; exit 3;; esac\n{answer}\n"
+            ),
         )
         .expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -134,6 +149,10 @@ async fn claude_and_copilot_wrappers_join_and_work() {
         )
         .await;
         assert_eq!(done["result"]["summary"], format!("{cli} did: {prompt}"));
+        assert!(
+            done["usage"].is_object(),
+            "the structured output's usage: {done}"
+        );
     }
 }
 

@@ -116,6 +116,7 @@ impl Workload {
                     output: None,
                     artifacts: vec![],
                     workspace: None,
+                    usage: None,
                 }
                 .into(),
             ];

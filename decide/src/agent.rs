@@ -3,7 +3,7 @@
 //! held, in the same atomic commit.
 
 use events::spin_up::SpinUpCompleted;
-use events::work::{AgentRegistered, AgentShutdownRequested, AgentWentOffline};
+use events::work::{AgentRegistered, AgentResumed, AgentShutdownRequested, AgentWentOffline};
 use events::Event;
 use projections::{AgentStatus, Project};
 
@@ -31,6 +31,8 @@ pub enum AgentCommand {
         reason: String,
         graceful: bool,
     },
+    /// Work may be routed to a paused agent again (its limit reset, or a person said so).
+    Resume { agent_id: String, reason: String },
 }
 
 /// Whether `value` can be an agent id (it is a token of NATS subjects and a URL segment).
@@ -156,6 +158,21 @@ pub fn decide(
                 Event::AgentShutdownRequested(AgentShutdownRequested {
                     reason: reason.clone(),
                     graceful: *graceful,
+                }),
+            )])
+        }
+        AgentCommand::Resume { agent_id, reason } => {
+            let agent = project
+                .agents
+                .get(agent_id)
+                .ok_or_else(|| not_found(agent_id))?;
+            if agent.paused_until_ms.is_none() {
+                return Ok(vec![]);
+            }
+            Ok(vec![Decision::new(
+                agent_id,
+                Event::AgentResumed(AgentResumed {
+                    reason: reason.clone(),
                 }),
             )])
         }

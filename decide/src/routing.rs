@@ -125,6 +125,7 @@ impl ItemRule {
     pub fn admits(&self, agent: &Agent, work: &Work) -> bool {
         agent.status == AgentStatus::Online
             && agent.shutdown_requested.is_none()
+            && agent.paused_until_ms.is_none()
             && agent.capabilities.contains(&work.capability)
             && agent.boundaries.contains(&work.boundary)
             && self.allows(&agent.agent_type)

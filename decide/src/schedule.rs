@@ -139,6 +139,11 @@ pub fn due(
             .into_iter()
             .map(|c| Duty::Decide(Box::new(c.into()))),
     );
+    duties.extend(
+        limits_reset(project, now_ms)
+            .into_iter()
+            .map(|c| Duty::Decide(Box::new(c.into()))),
+    );
     duties.extend(spin_ups_to_stop(project, &settings.timing, now_ms));
     duties.extend(health_checks_due(project, now_ms));
     duties
@@ -317,6 +322,20 @@ pub fn overdue_spin_ups(project: &Project, timing: &Timing, now_ms: u64) -> Vec<
                 "no agent registered within {} s",
                 timing.spin_up_timeout_ms / 1000
             ),
+        })
+        .collect()
+}
+
+/// Agents paused by a usage limit whose reset time has come are resumed (a pause with no
+/// reset time waits for a person).
+pub fn limits_reset(project: &Project, now_ms: u64) -> Vec<AgentCommand> {
+    project
+        .agents
+        .iter()
+        .filter(|a| a.paused_until_ms.is_some_and(|until| until <= now_ms))
+        .map(|a| AgentCommand::Resume {
+            agent_id: a.id.clone(),
+            reason: "limit-reset".into(),
         })
         .collect()
 }

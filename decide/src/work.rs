@@ -2,8 +2,9 @@
 //! an item's life. A report from an agent counts only under the item's current lease.
 
 use events::work::{
-    AfterFailure, RoutingReason, WorkAssigned, WorkCancelled, WorkCompleted, WorkFailed,
-    WorkLeaseExpired, WorkProgressed, WorkRetried, WorkStarted, WorkSubmitted,
+    AfterFailure, AgentPaused, RoutingReason, WorkAssigned, WorkCancelled, WorkCompleted,
+    WorkFailed, WorkLeaseExpired, WorkParked, WorkProgressed, WorkRetried, WorkStarted,
+    WorkSubmitted,
 };
 use events::Event;
 use projections::{Project, Work, WorkStatus};
@@ -102,6 +103,7 @@ pub enum WorkCommand {
         output: Option<String>,
         artifacts: Vec<String>,
         workspace: Option<events::work::WorkspaceOutcome>,
+        usage: Option<events::work::Usage>,
     },
     Fail {
         lease: Lease,
@@ -109,6 +111,16 @@ pub enum WorkCommand {
         recoverable: bool,
         now_ms: u64,
         workspace: Option<events::work::WorkspaceOutcome>,
+        usage: Option<events::work::Usage>,
+    },
+    /// A usage limit stopped the attempt: the item goes back to the queue without counting
+    /// it, and the agent is paused until `until_ms` (`None`: until a person resumes it).
+    Park {
+        lease: Lease,
+        reason: String,
+        until_ms: Option<u64>,
+        workspace: Option<events::work::WorkspaceOutcome>,
+        usage: Option<events::work::Usage>,
     },
     /// Take an assignment back without a report (not accepted in time).
     ExpireLease {
@@ -358,6 +370,7 @@ pub fn decide(
             output,
             artifacts,
             workspace,
+            usage,
         } => {
             let work = find(project, &lease.work_id)?;
             // A repeated report of this lease's completion is recorded once.
@@ -376,6 +389,7 @@ pub fn decide(
                     output: output.as_ref().map(|o| o.chars().take(262_144).collect()),
                     artifacts: artifacts.clone(),
                     workspace: workspace.clone(),
+                    usage: usage.clone(),
                 }),
             )
         }
@@ -385,6 +399,7 @@ pub fn decide(
             recoverable,
             now_ms,
             workspace,
+            usage,
         } => {
             let work = leased(project, lease)?;
             next(
@@ -396,8 +411,42 @@ pub fn decide(
                     recoverable: *recoverable,
                     then: settings.retry.after_failure(work, *recoverable, *now_ms),
                     workspace: workspace.clone(),
+                    usage: usage.clone(),
                 }),
             )
+        }
+        WorkCommand::Park {
+            lease,
+            reason,
+            until_ms,
+            workspace,
+            usage,
+        } => {
+            let work = leased(project, lease)?;
+            let reason: String = reason.chars().take(2048).collect();
+            let mut decisions = vec![Decision::new(
+                &work.id,
+                Event::WorkParked(WorkParked {
+                    agent_id: lease.agent_id.clone(),
+                    lease_id: lease.lease_id.clone(),
+                    reason: reason.clone(),
+                    until_ms: *until_ms,
+                    workspace: workspace.clone(),
+                    usage: usage.clone(),
+                }),
+            )];
+            let wanted = Some(until_ms.unwrap_or(u64::MAX));
+            let agent = project.agents.get(&lease.agent_id);
+            if agent.is_some_and(|a| a.paused_until_ms != wanted) {
+                decisions.push(Decision::new(
+                    &lease.agent_id,
+                    Event::AgentPaused(AgentPaused {
+                        reason,
+                        until_ms: *until_ms,
+                    }),
+                ));
+            }
+            Ok(decisions)
         }
         WorkCommand::ExpireLease {
             work_id,

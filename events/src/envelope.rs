@@ -8,9 +8,9 @@ use crate::target::{
     TargetUpdated,
 };
 use crate::work::{
-    AgentRegistered, AgentShutdownRequested, AgentWentOffline, WorkAssigned, WorkCancelled,
-    WorkCompleted, WorkFailed, WorkLeaseExpired, WorkProgressed, WorkRetried, WorkStarted,
-    WorkSubmitted,
+    AgentPaused, AgentRegistered, AgentResumed, AgentShutdownRequested, AgentWentOffline,
+    WorkAssigned, WorkCancelled, WorkCompleted, WorkFailed, WorkLeaseExpired, WorkParked,
+    WorkProgressed, WorkRetried, WorkStarted, WorkSubmitted,
 };
 use crate::writer::WriterElected;
 
@@ -105,9 +105,12 @@ events! {
     "work.lease-expired" => WorkLeaseExpired(WorkLeaseExpired), Work;
     "work.cancelled" => WorkCancelled(WorkCancelled), Work;
     "work.retried" => WorkRetried(WorkRetried), Work;
+    "work.parked" => WorkParked(WorkParked), Work;
     "agent.registered" => AgentRegistered(AgentRegistered), Agent;
     "agent.offline" => AgentWentOffline(AgentWentOffline), Agent;
     "agent.shutdown-requested" => AgentShutdownRequested(AgentShutdownRequested), Agent;
+    "agent.paused" => AgentPaused(AgentPaused), Agent;
+    "agent.resumed" => AgentResumed(AgentResumed), Agent;
     "writer.elected" => WriterElected(WriterElected), Writer;
 }
 
@@ -294,7 +297,7 @@ mod tests {
             assert!(!unknown(name), "{name} is not the tag of any variant");
             assert!(seen.insert(*name), "{name} is declared twice");
         }
-        assert_eq!(seen.len(), 24);
+        assert_eq!(seen.len(), 27);
     }
 
     #[test]

@@ -48,6 +48,33 @@ pub struct WorkspaceSpec {
     pub push: bool,
 }
 
+/// What an agent CLI reported an attempt cost (what it reports; absent fields stay
+/// absent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub premium_requests: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
 /// What an attempt left in its workspace: the branch it worked on and what it changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,6 +143,8 @@ pub struct WorkCompleted {
     pub artifacts: Vec<String>,
     #[serde(default)]
     pub workspace: Option<WorkspaceOutcome>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
 }
 
 /// What happens to an item whose attempt ended without success.
@@ -140,6 +169,8 @@ pub struct WorkFailed {
     pub then: AfterFailure,
     #[serde(default)]
     pub workspace: Option<WorkspaceOutcome>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
 }
 
 /// An assignment was taken back without a report: not accepted in time.
@@ -211,4 +242,38 @@ pub struct AgentShutdownRequested {
     /// `manual`, `idle-timeout`, `scaling-down`, `maintenance`, `error`.
     pub reason: String,
     pub graceful: bool,
+}
+
+/// A usage limit stopped the attempt: the item goes back to the queue without counting
+/// the attempt. Committed with the agent's `agent.paused`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkParked {
+    pub agent_id: String,
+    pub lease_id: String,
+    /// What the CLI said.
+    pub reason: String,
+    /// When the limit resets (absent: a person must resume the agent).
+    #[serde(default)]
+    pub until_ms: Option<u64>,
+    #[serde(default)]
+    pub workspace: Option<WorkspaceOutcome>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// Nothing more is routed to the agent until `until_ms` (absent: until a person resumes it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPaused {
+    pub reason: String,
+    #[serde(default)]
+    pub until_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentResumed {
+    /// `limit-reset`, or who resumed it.
+    pub reason: String,
 }

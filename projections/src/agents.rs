@@ -43,6 +43,12 @@ pub struct Agent {
     pub last_activity_ms: u64,
     pub completed_count: u64,
     pub failed_count: u64,
+    /// Paused by a usage limit: nothing is routed to it until then (`u64::MAX`: until a
+    /// person resumes it).
+    #[serde(default)]
+    pub paused_until_ms: Option<u64>,
+    #[serde(default)]
+    pub paused_reason: Option<String>,
 }
 
 impl Agent {
@@ -55,13 +61,16 @@ impl Agent {
     pub fn is_available(&self) -> bool {
         self.status == AgentStatus::Online
             && self.shutdown_requested.is_none()
+            && self.paused_until_ms.is_none()
             && self.free_slots() > 0
     }
 
-    /// How the API shows it: `online`, `busy` (online, every slot taken) or `offline`.
+    /// How the API shows it: `online`, `busy` (online, every slot taken), `paused` (online,
+    /// held back by a usage limit) or `offline`.
     pub fn shown_status(&self) -> &'static str {
         match self.status {
             AgentStatus::Offline => "offline",
+            AgentStatus::Online if self.paused_until_ms.is_some() => "paused",
             AgentStatus::Online if self.free_slots() == 0 => "busy",
             AgentStatus::Online => "online",
         }

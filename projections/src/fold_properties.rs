@@ -258,6 +258,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                 output: None,
                 artifacts: vec![],
                 workspace: None,
+                usage: None,
             }),
         ),
         Op::Fail {
@@ -279,6 +280,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                     AfterFailure::Retry { at_ms: 5 }
                 },
                 workspace: None,
+                usage: None,
             }),
         ),
         Op::Cancel { work } => (

@@ -119,6 +119,22 @@ pub struct Work {
     /// What its last attempt left in its workspace.
     #[serde(default)]
     pub workspace_outcome: Option<events::work::WorkspaceOutcome>,
+    /// What its attempts cost, as their agents' CLIs reported it (one entry an attempt
+    /// that reported any).
+    #[serde(default)]
+    pub usage: Vec<events::work::Usage>,
+    /// The last time a usage limit sent it back to the queue.
+    #[serde(default)]
+    pub parked: Option<Parked>,
+}
+
+/// An attempt a usage limit stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parked {
+    pub reason: String,
+    pub until_ms: Option<u64>,
+    pub at_ms: u64,
 }
 
 impl Work {
@@ -129,6 +145,32 @@ impl Work {
 
     pub fn route(&self) -> Route {
         (self.capability.clone(), self.boundary.clone())
+    }
+
+    /// What all its attempts cost together: counts summed, the model and session of the
+    /// last attempt that named them; `None` when no attempt reported any.
+    pub fn usage_total(&self) -> Option<events::work::Usage> {
+        fn add<T: std::ops::Add<Output = T> + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            }
+        }
+        let mut usages = self.usage.iter();
+        let mut total = usages.next()?.clone();
+        for u in usages {
+            total.cost_usd = add(total.cost_usd, u.cost_usd);
+            total.input_tokens = add(total.input_tokens, u.input_tokens);
+            total.output_tokens = add(total.output_tokens, u.output_tokens);
+            total.cache_read_tokens = add(total.cache_read_tokens, u.cache_read_tokens);
+            total.cache_write_tokens = add(total.cache_write_tokens, u.cache_write_tokens);
+            total.premium_requests = add(total.premium_requests, u.premium_requests);
+            total.turns = add(total.turns, u.turns);
+            total.duration_ms = add(total.duration_ms, u.duration_ms);
+            total.model = u.model.clone().or(total.model);
+            total.session_id = u.session_id.clone().or(total.session_id);
+        }
+        Some(total)
     }
 }
 
@@ -358,6 +400,8 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 submitted_sequence: sequence,
                 workspace: e.workspace.clone(),
                 workspace_outcome: None,
+                usage: Vec::new(),
+                parked: None,
             });
         }
         Event::WorkAssigned(e) => {
@@ -431,6 +475,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 if e.workspace.is_some() {
                     w.workspace_outcome = e.workspace.clone();
                 }
+                w.usage.extend(e.usage.clone());
                 w.updated_at_ms = time;
             });
         }
@@ -448,6 +493,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 if e.workspace.is_some() {
                     w.workspace_outcome = e.workspace.clone();
                 }
+                w.usage.extend(e.usage.clone());
             });
             end_lease(work, agents, id, &e.then, time);
         }
@@ -523,6 +569,8 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     last_activity_ms: time,
                     completed_count: 0,
                     failed_count: 0,
+                    paused_until_ms: None,
+                    paused_reason: None,
                 })
             };
             // A re-registration (after a partition, say) brings it back with new settings;
@@ -569,6 +617,37 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
             agents.update(id, |a| {
                 a.shutdown_requested = Some(e.reason.clone());
                 a.shutdown_requested_at_ms = Some(time);
+            });
+        }
+        Event::WorkParked(e) => {
+            if !holds(work, id, &e.agent_id, &e.lease_id) {
+                return;
+            }
+            work.update(id, |w| {
+                // The attempt does not count: the limit was the account's, not the work's.
+                w.attempts = w.attempts.saturating_sub(1);
+                w.parked = Some(Parked {
+                    reason: e.reason.clone(),
+                    until_ms: e.until_ms,
+                    at_ms: time,
+                });
+                if e.workspace.is_some() {
+                    w.workspace_outcome = e.workspace.clone();
+                }
+                w.usage.extend(e.usage.clone());
+            });
+            end_lease(work, agents, id, &AfterFailure::Retry { at_ms: time }, time);
+        }
+        Event::AgentPaused(e) => {
+            agents.update(id, |a| {
+                a.paused_until_ms = Some(e.until_ms.unwrap_or(u64::MAX));
+                a.paused_reason = Some(e.reason.clone());
+            });
+        }
+        Event::AgentResumed(_) => {
+            agents.update(id, |a| {
+                a.paused_until_ms = None;
+                a.paused_reason = None;
             });
         }
         // Only work and agent events are routed here (by aggregate kind).

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
+use super::output::{Reader, Verdict};
 use super::{Outcome, Runtime};
 use crate::protocol::{self, codes, Assignment};
 
@@ -45,14 +46,14 @@ impl Runtime {
         }
         let command = match render_command(&self.config.command, a) {
             Ok(c) => c,
-            Err(e) => return self.finish(a, Err(e), None).await,
+            Err(e) => return self.finish(a, failed(e), None, None).await,
         };
         let workspace = match &a.workspace {
             Some(spec) => match self.workspaces.prepare(a, spec).await {
                 Ok(prepared) => Some(prepared),
                 Err(e) => {
                     return self
-                        .finish(a, Err(format!("no workspace: {e}")), None)
+                        .finish(a, failed(format!("no workspace: {e}")), None, None)
                         .await
                 }
             },
@@ -100,7 +101,12 @@ impl Runtime {
                     self.workspaces.remove(w).await;
                 }
                 return self
-                    .finish(a, Err(format!("cannot start the command: {e}")), None)
+                    .finish(
+                        a,
+                        failed(format!("cannot start the command: {e}")),
+                        None,
+                        None,
+                    )
                     .await;
             }
         };
@@ -133,6 +139,7 @@ impl Runtime {
         }
         drop(lines_tx);
         let pgid = child.id();
+        let mut reader = Reader::new(self.config.output_format);
         let mut tail: Vec<String> = Vec::new();
         let mut unsent: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -141,7 +148,9 @@ impl Runtime {
             tokio::select! {
                 line = lines.recv(), if output_open => match line {
                     Some(line) => {
-                        unsent.push(line.clone());
+                        if let Some(shown) = reader.line(&line, crate::time::now_ms()) {
+                            unsent.push(shown);
+                        }
                         tail.push(line);
                         if tail.len() > 200 {
                             tail.remove(0);
@@ -149,19 +158,7 @@ impl Runtime {
                     }
                     None => output_open = false,
                 },
-                _ = tick.tick() => {
-                    if !unsent.is_empty() {
-                        let mut report = self.report(a);
-                        report.message = Some(unsent.split_off(unsent.len().saturating_sub(20)).join("\n"));
-                        unsent.clear();
-                        // Progress is best effort: one try, no retries.
-                        if let Ok(reply) = self.call::<_, ()>(protocol::PROGRESS, &report).await {
-                            if reply.code.as_deref() == Some(codes::LEASE_LOST) {
-                                self.cancel(&a.work_id);
-                            }
-                        }
-                    }
-                }
+                _ = tick.tick() => self.send_progress(a, &mut unsent).await,
                 _ = &mut cancelled => {
                     stop_group(pgid, &mut child).await;
                     tracing::info!(work = a.work_id, "command stopped");
@@ -177,8 +174,13 @@ impl Runtime {
         while let Ok(Some(line)) =
             tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
         {
+            if let Some(shown) = reader.line(&line, crate::time::now_ms()) {
+                unsent.push(shown);
+            }
             tail.push(line);
         }
+        // What it printed in its last second is progress too.
+        self.send_progress(a, &mut unsent).await;
         let text = tail.join("\n");
         let last: String = text
             .chars()
@@ -198,22 +200,46 @@ impl Runtime {
             },
             None => None,
         };
-        let result = match status {
-            Ok(s) if s.success() => Ok((last, text)),
-            Ok(s) => Err(format!("the command exited with {s}: {last}")),
-            Err(e) => Err(format!("waiting for the command failed: {e}")),
+        let verdict = match status {
+            Ok(s) => match reader.verdict(s.success(), &last, crate::time::now_ms()) {
+                Verdict::Failed { error, usage } if !s.success() => Verdict::Failed {
+                    error: format!("the command exited with {s}: {error}"),
+                    usage,
+                },
+                verdict => verdict,
+            },
+            Err(e) => failed(format!("waiting for the command failed: {e}")),
         };
-        self.finish(a, result, outcome).await
+        self.finish(a, verdict, Some(text), outcome).await
     }
 
     async fn finish(
         &self,
         a: &Assignment,
-        result: Result<(String, String), String>,
+        verdict: Verdict,
+        output: Option<String>,
         workspace: Option<events::work::WorkspaceOutcome>,
     ) -> Outcome {
         let mut report = self.report(a);
         report.workspace = workspace;
+        let result = match verdict {
+            Verdict::Completed { summary, usage } => {
+                report.usage = usage;
+                Ok((summary, output.unwrap_or_default()))
+            }
+            Verdict::Failed { error, usage } => {
+                report.usage = usage;
+                Err(error)
+            }
+            Verdict::Limited {
+                message,
+                until_ms,
+                usage,
+            } => {
+                report.usage = usage;
+                return self.park(report, message, until_ms).await;
+            }
+        };
         let operation = match result {
             Ok((summary, output)) => {
                 report.message = Some(summary);
@@ -231,6 +257,53 @@ impl Runtime {
                 tracing::info!(work = a.work_id, "reported: {operation}");
                 Outcome::Done
             }
+            Err(e) => Outcome::Refused(e),
+        }
+    }
+}
+
+fn failed(error: impl Into<String>) -> Verdict {
+    Verdict::Failed {
+        error: error.into(),
+        usage: None,
+    }
+}
+
+impl Runtime {
+    /// Reports the lines shown since the last report (the last 20), best effort: one try.
+    async fn send_progress(&self, a: &Assignment, unsent: &mut Vec<String>) {
+        if unsent.is_empty() {
+            return;
+        }
+        let mut report = self.report(a);
+        report.message = Some(unsent.split_off(unsent.len().saturating_sub(20)).join("\n"));
+        unsent.clear();
+        if let Ok(reply) = self.call::<_, ()>(protocol::PROGRESS, &report).await {
+            if reply.code.as_deref() == Some(codes::LEASE_LOST) {
+                self.cancel(&a.work_id);
+            }
+        }
+    }
+
+    /// A usage limit: the item goes back to the queue and Weft pauses this agent.
+    async fn park(
+        &self,
+        mut report: protocol::WorkReport,
+        message: String,
+        until_ms: Option<u64>,
+    ) -> Outcome {
+        tracing::warn!(
+            work = report.work_id,
+            until_ms,
+            "usage limit: handing the item back ({message})"
+        );
+        report.message = Some(message);
+        report.until_ms = until_ms;
+        match self
+            .call_until_answered::<_, ()>(protocol::PARK, &report)
+            .await
+        {
+            Ok(_) => Outcome::Done,
             Err(e) => Outcome::Refused(e),
         }
     }

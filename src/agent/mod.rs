@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::protocol::{self, codes, Assignment, Reply};
 
 mod command;
+pub mod output;
 pub mod workspace;
 pub use command::render_command;
 
@@ -138,6 +139,11 @@ pub struct AgentConfig {
     /// `~/.local/share/weft/workspaces`). Agents may share it.
     #[arg(long, env = "WEFT_WORKSPACES")]
     pub workspaces: Option<std::path::PathBuf>,
+    /// How to read the command's output: `text`, or the structured output of Claude Code
+    /// (`claude-stream-json`: run it with `--output-format stream-json --verbose`), Copilot
+    /// CLI (`copilot-json`) or Codex (`codex-json`, from `codex exec --json`).
+    #[arg(long, env = "AGENT_OUTPUT_FORMAT", value_enum, default_value = "text")]
+    pub output_format: output::OutputFormat,
     /// Most worktrees this agent holds at once.
     #[arg(long, env = "WEFT_MAX_WORKTREES", default_value_t = 8)]
     pub max_worktrees: usize,

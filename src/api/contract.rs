@@ -82,16 +82,21 @@ fn links(spec: &mut Value) {
     }
 }
 
-/// An unsigned integer (poem-openapi writes only its format) cannot be negative.
+/// An unsigned integer (poem-openapi writes only its format) cannot be negative, nor
+/// larger than its width.
 fn unsigned_integers(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            let unsigned = map
-                .get("format")
-                .and_then(Value::as_str)
-                .is_some_and(|f| f.starts_with("uint"));
-            if unsigned && !map.contains_key("minimum") {
-                map.insert("minimum".into(), json!(0));
+            let largest = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some(json!(u8::MAX)),
+                Some("uint16") => Some(json!(u16::MAX)),
+                Some("uint32") => Some(json!(u32::MAX)),
+                Some("uint64") => Some(json!(u64::MAX)),
+                _ => None,
+            };
+            if let Some(largest) = largest {
+                map.entry("minimum").or_insert(json!(0));
+                map.entry("maximum").or_insert(largest);
             }
             map.values_mut().for_each(unsigned_integers);
         }

@@ -60,7 +60,8 @@ mirrored! {
     MechanismName <=> events::target::Mechanism { Ssh, GithubActions, Local, Webhook, Kubernetes }
 }
 
-/// An agent as the API shows it: `busy` is online with every slot taken.
+/// An agent as the API shows it: `busy` is online with every slot taken, `paused` online
+/// but held back by a usage limit.
 #[derive(
     poem_openapi::Enum, serde::Deserialize, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq,
 )]
@@ -69,6 +70,7 @@ mirrored! {
 pub enum AgentStatusName {
     Online,
     Busy,
+    Paused,
     Offline,
 }
 
@@ -77,6 +79,7 @@ impl AgentStatusName {
         match self {
             AgentStatusName::Online => "online",
             AgentStatusName::Busy => "busy",
+            AgentStatusName::Paused => "paused",
             AgentStatusName::Offline => "offline",
         }
     }

@@ -99,9 +99,11 @@ impl Coordinator {
                     answer => answer,
                 },
                 protocol::DEREGISTER => self.deregister(&project, payload).await,
-                protocol::ACCEPT | protocol::PROGRESS | protocol::COMPLETE | protocol::FAIL => {
-                    self.report(&project, &operation, payload).await
-                }
+                protocol::ACCEPT
+                | protocol::PROGRESS
+                | protocol::COMPLETE
+                | protocol::FAIL
+                | protocol::PARK => self.report(&project, &operation, payload).await,
                 other => Err(reply(Reply::<()>::err(
                     codes::INVALID,
                     format!("unknown operation {other}"),
@@ -241,6 +243,14 @@ impl Coordinator {
                 output: r.output,
                 artifacts: r.artifacts,
                 workspace: r.workspace,
+                usage: r.usage,
+            },
+            protocol::PARK => WorkCommand::Park {
+                lease,
+                reason: message,
+                until_ms: r.until_ms,
+                workspace: r.workspace,
+                usage: r.usage,
             },
             _ => WorkCommand::Fail {
                 lease,
@@ -248,6 +258,7 @@ impl Coordinator {
                 recoverable: r.recoverable.unwrap_or(true),
                 now_ms: now_ms(),
                 workspace: r.workspace,
+                usage: r.usage,
             },
         };
         self.run(&agent_actor(&r.agent_id), project, command)

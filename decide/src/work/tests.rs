@@ -15,6 +15,7 @@ fn fail(w: &mut World, id: &str, now_ms: u64) -> AfterFailure {
             recoverable: true,
             now_ms,
             workspace: None,
+            usage: None,
         })
         .expect("a failure is recorded");
     match events.as_slice() {
@@ -168,6 +169,7 @@ fn reports_are_fenced_by_lease_and_completion_is_idempotent() {
         output: None,
         artifacts: vec![],
         workspace: None,
+        usage: None,
     };
     assert!(matches!(
         w.when(complete(&old)),
@@ -326,4 +328,103 @@ fn a_policy_file_replaces_the_default_table() {
         .contains("codex only"));
     let typo = RoutingPolicy::from_json(r#"{"boundaries": {"personal": {"allowed": ["codex"]}}}"#);
     assert!(typo.is_err_and(|e| e.contains("unknown field")));
+}
+
+fn park(w: &mut World, id: &str, until_ms: Option<u64>) -> Vec<Event> {
+    let lease = w.lease(id);
+    w.when(WorkCommand::Park {
+        lease,
+        reason: "You've hit your limit".into(),
+        until_ms,
+        workspace: None,
+        usage: None,
+    })
+    .expect("a usage limit is recorded")
+}
+
+#[test]
+fn a_usage_limit_parks_the_item_without_counting_the_attempt_and_pauses_the_agent() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    w.assign_all();
+    assert_eq!(w.work("job").attempts, 1);
+    let until = w.now_ms + 3_600_000;
+    let events = park(&mut w, "job", Some(until));
+    assert!(
+        matches!(events.as_slice(), [Event::WorkParked(p), Event::AgentPaused(a)]
+            if p.until_ms == Some(until) && a.until_ms == Some(until)),
+        "{events:?}"
+    );
+    let job = w.work("job");
+    assert_eq!(job.status, WorkStatus::Pending);
+    assert_eq!(job.attempts, 0, "the attempt is not counted");
+    assert_eq!(
+        w.project().agents.get("a").expect("a").paused_until_ms,
+        Some(until)
+    );
+
+    // Nothing is routed to a paused agent; another takes the item.
+    assert!(w.assign_all().is_empty(), "the paused agent gets nothing");
+    w.agent("b", "claude-code", &["personal"], 1);
+    assert_eq!(w.assign_all(), [("job".to_string(), "b".to_string())]);
+    assert_eq!(w.work("job").attempts, 1);
+}
+
+#[test]
+fn a_paused_agent_is_resumed_at_the_reset_or_by_a_person_when_there_is_none() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    w.assign_all();
+    let until = w.now_ms + 60_000;
+    park(&mut w, "job", Some(until));
+    let liveness = decide_liveness(&w);
+    w.after_ms(59_999);
+    assert!(crate::schedule::limits_reset(w.project(), w.now_ms).is_empty());
+    w.after_ms(1);
+    let resumed = w.run_due(&liveness);
+    assert!(
+        resumed
+            .iter()
+            .any(|e| matches!(e, Event::AgentResumed(r) if r.reason == "limit-reset")),
+        "{resumed:?}"
+    );
+    assert_eq!(
+        w.project().agents.get("a").expect("a").paused_until_ms,
+        None
+    );
+    // The item goes back to the agent now that it is free again.
+    w.assign_all();
+    assert_eq!(w.work("job").assigned_to.as_deref(), Some("a"));
+
+    // A limit with no reset time waits for a person, however long.
+    park(&mut w, "job", None);
+    w.after_ms(365 * 86_400_000);
+    assert!(crate::schedule::limits_reset(w.project(), w.now_ms).is_empty());
+    let events = w
+        .when(crate::AgentCommand::Resume {
+            agent_id: "a".into(),
+            reason: "resumed by a person".into(),
+        })
+        .expect("resumed");
+    assert!(matches!(events.as_slice(), [Event::AgentResumed(_)]));
+    assert!(
+        w.when(crate::AgentCommand::Resume {
+            agent_id: "a".into(),
+            reason: "again".into(),
+        })
+        .expect("nothing to do")
+        .is_empty(),
+        "resuming an agent that is not paused records nothing"
+    );
+}
+
+/// Every agent heard from now, so the liveness rule leaves them alone.
+fn decide_liveness(w: &World) -> crate::schedule::Liveness {
+    let mut l = crate::schedule::Liveness::default();
+    for a in w.project().agents.iter() {
+        l.heard(&a.id, w.now_ms + 365 * 86_400_000);
+    }
+    l
 }

@@ -46,8 +46,11 @@ impl AppState {
             .filter(|v| project.is_none_or(|p| v.project_id == p))
             .collect();
         for view in &mut views {
-            if warp.iter().any(|w| w.guid == view.guid) {
+            if let Some(w) = warp.iter().find(|w| w.guid == view.guid) {
+                // What only Warp's entry knows.
                 view.source = "warp".into();
+                view.visibility = w.visibility.clone();
+                view.username = w.username.clone();
             }
         }
         let bridged: Vec<String> = views.iter().map(|v| v.guid.clone()).collect();
@@ -250,6 +253,36 @@ impl AgentsApi {
             message: format!("Shutdown request sent to agent {}", guid.0),
             graceful,
         }))
+    }
+
+    /// Route work to an agent a usage limit paused again, now (one paused without a reset
+    /// time waits for this). Resuming an agent that is not paused changes nothing.
+    #[oai(
+        path = "/api/agents/:guid/resume",
+        method = "post",
+        operation_id = "resumeAgent"
+    )]
+    async fn resume(
+        &self,
+        app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
+        guid: Path<String>,
+    ) -> Result<Json<AgentView>, ApiError> {
+        let agent = app.find_agent(&guid.0)?;
+        if agent.source == "warp" && agent.paused_reason.is_none() {
+            return Ok(Json(agent));
+        }
+        app.coordinator
+            .run(
+                &actor.context(),
+                &agent.project_id,
+                AgentCommand::Resume {
+                    agent_id: agent.guid.clone(),
+                    reason: format!("resumed by {}", actor.name),
+                },
+            )
+            .await?;
+        Ok(Json(app.find_agent(&guid.0)?))
     }
 
     /// Ask several agents to shut down, by GUID or by filter.

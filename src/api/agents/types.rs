@@ -51,12 +51,20 @@ pub struct AgentView {
     pub shutdown_requested: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub offline_reason: Option<String>,
+    /// Paused by a usage limit until then; a paused agent without it waits for
+    /// `POST /api/agents/{guid}/resume`.
+    #[oai(skip_serializing_if_is_none)]
+    pub paused_until: Option<String>,
+    /// What paused it (the CLI's words).
+    #[oai(skip_serializing_if_is_none)]
+    pub paused_reason: Option<String>,
 }
 
 impl AgentView {
     pub(crate) fn native(app: &AppState, project: &str, a: &Agent) -> Self {
         let status = match a.status {
             AgentStatus::Offline => AgentStatusName::Offline,
+            AgentStatus::Online if a.paused_until_ms.is_some() => AgentStatusName::Paused,
             AgentStatus::Online if a.free_slots() == 0 => AgentStatusName::Busy,
             AgentStatus::Online => AgentStatusName::Online,
         };
@@ -88,6 +96,11 @@ impl AgentView {
             offline_reason: (a.status == AgentStatus::Offline)
                 .then(|| a.offline_reason.clone())
                 .flatten(),
+            paused_until: a
+                .paused_until_ms
+                .filter(|until| *until != u64::MAX)
+                .map(rfc3339),
+            paused_reason: a.paused_reason.clone(),
         }
     }
 
@@ -138,6 +151,8 @@ impl AgentView {
             target_id: None,
             shutdown_requested: None,
             offline_reason: None,
+            paused_until: None,
+            paused_reason: None,
         }
     }
 }

@@ -106,6 +106,61 @@ impl WorkspaceView {
     }
 }
 
+/// What an item's attempts cost, as the agents' CLIs reported it (summed over attempts;
+/// fields no CLI reported are absent).
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct UsageView {
+    #[oai(skip_serializing_if_is_none)]
+    pub cost_usd: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub input_tokens: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub output_tokens: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub cache_read_tokens: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub cache_write_tokens: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub premium_requests: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub turns: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub duration_ms: Option<u64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub model: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub session_id: Option<String>,
+}
+
+impl From<events::work::Usage> for UsageView {
+    fn from(u: events::work::Usage) -> Self {
+        UsageView {
+            cost_usd: u.cost_usd,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            premium_requests: u.premium_requests,
+            turns: u.turns,
+            duration_ms: u.duration_ms,
+            model: u.model,
+            session_id: u.session_id,
+        }
+    }
+}
+
+/// The last time a usage limit sent the item back to the queue (the attempt not counted).
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct ParkedView {
+    pub reason: String,
+    /// When the limit resets; absent when a person must resume the agent.
+    #[oai(skip_serializing_if_is_none)]
+    pub until: Option<String>,
+    pub at: String,
+}
+
 /// Why an item went to the agent it went to.
 #[derive(Object, Clone, Debug)]
 #[oai(rename_all = "camelCase")]
@@ -165,6 +220,10 @@ pub struct WorkView {
     pub cancelled_at: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub workspace: Option<WorkspaceView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub usage: Option<UsageView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub parked: Option<ParkedView>,
     pub updated_at: String,
     pub project_id: String,
 }
@@ -224,6 +283,12 @@ impl WorkView {
             }),
             cancelled_at: w.cancelled_at_ms.map(rfc3339),
             workspace: WorkspaceView::new(w),
+            usage: w.usage_total().map(UsageView::from),
+            parked: w.parked.as_ref().map(|p| ParkedView {
+                reason: p.reason.clone(),
+                until: p.until_ms.map(rfc3339),
+                at: rfc3339(p.at_ms),
+            }),
             updated_at: rfc3339(w.updated_at_ms),
             project_id: project_id.into(),
         }

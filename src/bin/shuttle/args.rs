@@ -88,6 +88,10 @@ pub(crate) enum AgentsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Route work to an agent a usage limit paused again, now.
+    Resume {
+        guid: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -125,6 +125,18 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             print_value(&ctx, &agent, &AGENT_HEADERS, &AGENT_FIELDS, None);
             Ok(())
         }
+        Command::Agents(AgentsCommand::Resume { guid }) => {
+            let agent = ctx
+                .api
+                .call(
+                    Method::POST,
+                    &format!("/api/agents/{}/resume", enc(&guid)),
+                    None,
+                )
+                .await?;
+            print_value(&ctx, &agent, &AGENT_HEADERS, &AGENT_FIELDS, None);
+            Ok(())
+        }
         Command::Agents(AgentsCommand::Shutdown { guid, force }) => {
             let reply = ctx
                 .api

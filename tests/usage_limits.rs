@@ -1,0 +1,186 @@
+//! Usage limits are not failures, and what the CLI reports becomes the item's result and
+//! cost: a stand-in `claude` on PATH speaks Claude Code's stream-json (one account at its
+//! limit, one not). The limit parks the item (attempts unchanged) and pauses the agent; the
+//! item completes on the other agent with its usage recorded; no dead-letter; a person
+//! resumes the paused agent.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{all_events, call, client, fast_env, poll_until, AgentProcess, NatsServer, Weft};
+use serde_json::Value;
+
+/// Claude Code's stream-json, as `agent-clis.md` records it: limited or successful.
+const STAND_IN: &str = r#"#!/bin/sh
+echo '{"type":"system","subtype":"init","session_id":"sess-1","model":"claude-sonnet-4-5","cwd":"'"$PWD"'"}'
+if [ "$STAND_IN_MODE" = limited ]; then
+  reset=$(( $(date +%s) + 3600 ))
+  echo '{"type":"assistant","message":{"content":[{"type":"text","text":"Starting"}]}}'
+  echo '{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":'$reset',"rateLimitType":"five_hour"}}'
+  echo '{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"You'"'"'ve hit your limit · resets 1pm (Europe/Lisbon)","total_cost_usd":0}'
+  exit 1
+fi
+echo '{"type":"assistant","message":{"content":[{"type":"text","text":"Reading the parser"},{"type":"tool_use","id":"t1","name":"Read","input":{}}]}}'
+echo '{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}'
+echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":22631,"num_turns":3,"result":"Fixed the parser.","session_id":"sess-1","total_cost_usd":0.0745,"usage":{"input_tokens":6,"cache_creation_input_tokens":8982,"cache_read_input_tokens":42853,"output_tokens":583},"modelUsage":{"claude-sonnet-4-5-20250929":{}}}'
+"#;
+
+fn agent(nats: &NatsServer, bin: &str, mode: &str) -> AgentProcess {
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    AgentProcess::start_with(
+        nats,
+        "claude-code",
+        "rust",
+        "personal",
+        1,
+        "claude -p {description} --output-format stream-json --verbose",
+        &[
+            ("PATH", path.as_str()),
+            ("AGENT_OUTPUT_FORMAT", "claude-stream-json"),
+            ("STAND_IN_MODE", mode),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let claude = bin.join("claude");
+    std::fs::write(&claude, STAND_IN).expect("stand-in");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = bin.display().to_string();
+
+    let nats = NatsServer::start();
+    let weft = Weft::start(&fast_env(&nats));
+    let limited = agent(&nats, &bin, "limited");
+    poll_until(&weft, "/api/agents", Duration::from_secs(20), |b| {
+        b["total"].as_u64() == Some(1)
+    })
+    .await;
+    let http = client();
+    let (status, created) = call(http.post(weft.url("/api/work")).json(&common::submit_body(
+        "fix the parser",
+        "rust",
+        "personal",
+        5,
+    )))
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["workItemId"].as_str().expect("id").to_string();
+
+    let paused = poll_until(
+        &weft,
+        &format!("/api/agents/{}", limited.id),
+        Duration::from_secs(30),
+        |a| a["status"] == "paused",
+    )
+    .await;
+    let until = paused["pausedUntil"]
+        .as_str()
+        .expect("a reset time")
+        .to_string();
+    let now = weft::time::rfc3339(weft::time::now_ms() + 3_500_000);
+    let later = weft::time::rfc3339(weft::time::now_ms() + 3_700_000);
+    assert!(
+        until > now && until < later,
+        "about an hour from now: {until}"
+    );
+    assert!(
+        paused["pausedReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("hit your limit")),
+        "{paused}"
+    );
+    let item = poll_until(
+        &weft,
+        &format!("/api/work/{id}"),
+        Duration::from_secs(10),
+        |w| w["status"] == "pending" && w["parked"].is_object(),
+    )
+    .await;
+    assert_eq!(item["attempts"], 0, "the attempt is not counted: {item}");
+    assert_eq!(item["parked"]["until"], until.as_str());
+    let metrics = http
+        .get(weft.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("weft_agents{")
+            && l.contains("status=\"paused\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // Another account takes it and finishes it; what the CLI reported is recorded.
+    let _fresh = agent(&nats, &bin, "ok");
+    let done = poll_until(
+        &weft,
+        &format!("/api/work/{id}"),
+        Duration::from_secs(30),
+        |w| w["status"] == "completed",
+    )
+    .await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    assert_ne!(done["assignedTo"], limited.id.as_str());
+    assert_eq!(done["result"]["summary"], "Fixed the parser.");
+    let usage = &done["usage"];
+    assert_eq!(usage["costUsd"], 0.0745, "{done}");
+    assert_eq!(usage["inputTokens"], 6);
+    assert_eq!(usage["outputTokens"], 583);
+    assert_eq!(usage["cacheReadTokens"], 42853);
+    assert_eq!(usage["cacheWriteTokens"], 8982);
+    assert_eq!(usage["turns"], 3);
+    assert_eq!(usage["durationMs"], 22631);
+    assert_eq!(usage["model"], "claude-sonnet-4-5-20250929");
+    assert_eq!(usage["sessionId"], "sess-1");
+    assert!(
+        usage.get("premiumRequests").is_none(),
+        "absent stays absent"
+    );
+
+    let events = all_events(&weft).await;
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(
+        types.contains(&"work.parked") && types.contains(&"agent.paused"),
+        "{types:?}"
+    );
+    assert!(
+        !types.contains(&"work.failed"),
+        "a limit is not a failure: {types:?}"
+    );
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "work.progressed")
+        .collect();
+    assert!(
+        progress.iter().any(|e| e["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("tool: Read"))),
+        "structured output is progress: {progress:?}"
+    );
+
+    // A person resumes the paused agent.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shuttle"))
+        .args(["agents", "resume", &limited.id])
+        .env("WEFT_API_URL", weft.url(""))
+        .env_remove("WEFT_API_TOKEN")
+        .env("HOME", tmp.path())
+        .output()
+        .expect("shuttle runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, resumed) = call(http.get(weft.url(&format!("/api/agents/{}", limited.id)))).await;
+    assert_eq!(resumed["status"], "online", "{resumed}");
+    assert!(resumed.get("pausedUntil").is_none());
+}
