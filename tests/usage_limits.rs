@@ -167,6 +167,45 @@ async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it()
         "structured output is progress: {progress:?}"
     );
 
+    // The ledger: its totals are the items' sums, by agent and by day.
+    let (status, by_agent) = call(http.get(weft.url("/api/usage?groupBy=agent"))).await;
+    assert_eq!(status, 200, "{by_agent}");
+    assert_eq!(
+        by_agent["total"]["usage"]["costUsd"], done["usage"]["costUsd"],
+        "{by_agent}"
+    );
+    assert_eq!(by_agent["total"]["items"], 1);
+    let lines = by_agent["lines"].as_array().expect("lines");
+    let cost_of = |agent: &str| {
+        lines
+            .iter()
+            .find(|l| l["key"] == agent)
+            .and_then(|l| l["usage"]["costUsd"].as_f64())
+    };
+    assert_eq!(
+        cost_of(&limited.id),
+        Some(0.0),
+        "the limited attempt cost nothing: {by_agent}"
+    );
+    let fresh_id = done["assignedTo"].as_str().expect("agent");
+    assert_eq!(cost_of(fresh_id), Some(0.0745));
+    let (_, by_day) = call(http.get(weft.url("/api/usage?groupBy=day"))).await;
+    let today = &weft::time::rfc3339(weft::time::now_ms())[..10];
+    assert_eq!(by_day["lines"][0]["key"], today, "{by_day}");
+    assert_eq!(by_day["lines"][0]["attempts"], 2);
+    let (status, bad) = call(http.get(weft.url("/api/usage?groupBy=color"))).await;
+    assert_eq!(status, 400, "{bad}");
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_shuttle"))
+        .args(["usage", "--group-by", "agent"])
+        .env("WEFT_API_URL", weft.url(""))
+        .env_remove("WEFT_API_TOKEN")
+        .env("HOME", tmp.path())
+        .output()
+        .expect("shuttle runs");
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{text}");
+    assert!(text.contains("$0.0745") && text.contains("total"), "{text}");
+
     // A person resumes the paused agent.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shuttle"))
         .args(["agents", "resume", &limited.id])

@@ -75,6 +75,33 @@ pub struct Usage {
     pub session_id: Option<String>,
 }
 
+impl Usage {
+    /// Adds `other`: counts summed (a count either leaves out stays as the other has it);
+    /// the model and session become `other`'s where it names them.
+    pub fn add(&mut self, other: &Usage) {
+        fn sum<T: std::ops::Add<Output = T> + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            }
+        }
+        self.cost_usd = sum(self.cost_usd, other.cost_usd);
+        self.input_tokens = sum(self.input_tokens, other.input_tokens);
+        self.output_tokens = sum(self.output_tokens, other.output_tokens);
+        self.cache_read_tokens = sum(self.cache_read_tokens, other.cache_read_tokens);
+        self.cache_write_tokens = sum(self.cache_write_tokens, other.cache_write_tokens);
+        self.premium_requests = sum(self.premium_requests, other.premium_requests);
+        self.turns = sum(self.turns, other.turns);
+        self.duration_ms = sum(self.duration_ms, other.duration_ms);
+        if other.model.is_some() {
+            self.model = other.model.clone();
+        }
+        if other.session_id.is_some() {
+            self.session_id = other.session_id.clone();
+        }
+    }
+}
+
 /// What an attempt left in its workspace: the branch it worked on and what it changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 pub use agents::{Agent, AgentStatus, Agents};
 pub use spin_ups::{SpinUp, SpinUpStatus, SpinUps};
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
-pub use work::{OrderKey, Route, Work, WorkItems, WorkStatus};
+pub use work::{AttemptUsage, OrderKey, Route, Work, WorkItems, WorkStatus};
 
 /// The format of a snapshot's bytes. A snapshot of another format is ignored and the log
 /// replayed from zero: snapshots are a cache, the log is the truth.

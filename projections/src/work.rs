@@ -122,10 +122,19 @@ pub struct Work {
     /// What its attempts cost, as their agents' CLIs reported it (one entry an attempt
     /// that reported any).
     #[serde(default)]
-    pub usage: Vec<events::work::Usage>,
+    pub usage: Vec<AttemptUsage>,
     /// The last time a usage limit sent it back to the queue.
     #[serde(default)]
     pub parked: Option<Parked>,
+}
+
+/// What one attempt cost, by whom and when it ended (for the cost ledger).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptUsage {
+    pub agent_id: String,
+    pub at_ms: u64,
+    pub usage: events::work::Usage,
 }
 
 /// An attempt a usage limit stopped.
@@ -147,29 +156,12 @@ impl Work {
         (self.capability.clone(), self.boundary.clone())
     }
 
-    /// What all its attempts cost together: counts summed, the model and session of the
-    /// last attempt that named them; `None` when no attempt reported any.
+    /// What all its attempts cost together (see [`events::work::Usage::add`]); `None`
+    /// when no attempt reported any.
     pub fn usage_total(&self) -> Option<events::work::Usage> {
-        fn add<T: std::ops::Add<Output = T> + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            }
-        }
-        let mut usages = self.usage.iter();
+        let mut usages = self.usage.iter().map(|a| &a.usage);
         let mut total = usages.next()?.clone();
-        for u in usages {
-            total.cost_usd = add(total.cost_usd, u.cost_usd);
-            total.input_tokens = add(total.input_tokens, u.input_tokens);
-            total.output_tokens = add(total.output_tokens, u.output_tokens);
-            total.cache_read_tokens = add(total.cache_read_tokens, u.cache_read_tokens);
-            total.cache_write_tokens = add(total.cache_write_tokens, u.cache_write_tokens);
-            total.premium_requests = add(total.premium_requests, u.premium_requests);
-            total.turns = add(total.turns, u.turns);
-            total.duration_ms = add(total.duration_ms, u.duration_ms);
-            total.model = u.model.clone().or(total.model);
-            total.session_id = u.session_id.clone().or(total.session_id);
-        }
+        usages.for_each(|u| total.add(u));
         Some(total)
     }
 }
@@ -475,7 +467,11 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 if e.workspace.is_some() {
                     w.workspace_outcome = e.workspace.clone();
                 }
-                w.usage.extend(e.usage.clone());
+                w.usage.extend(e.usage.clone().map(|usage| AttemptUsage {
+                    agent_id: e.agent_id.clone(),
+                    at_ms: time,
+                    usage,
+                }));
                 w.updated_at_ms = time;
             });
         }
@@ -493,7 +489,11 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 if e.workspace.is_some() {
                     w.workspace_outcome = e.workspace.clone();
                 }
-                w.usage.extend(e.usage.clone());
+                w.usage.extend(e.usage.clone().map(|usage| AttemptUsage {
+                    agent_id: e.agent_id.clone(),
+                    at_ms: time,
+                    usage,
+                }));
             });
             end_lease(work, agents, id, &e.then, time);
         }
@@ -634,7 +634,11 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 if e.workspace.is_some() {
                     w.workspace_outcome = e.workspace.clone();
                 }
-                w.usage.extend(e.usage.clone());
+                w.usage.extend(e.usage.clone().map(|usage| AttemptUsage {
+                    agent_id: e.agent_id.clone(),
+                    at_ms: time,
+                    usage,
+                }));
             });
             end_lease(work, agents, id, &AfterFailure::Retry { at_ms: time }, time);
         }

@@ -15,6 +15,7 @@ pub mod stats;
 pub mod strict;
 pub mod system;
 pub mod targets;
+pub mod usage;
 pub mod work;
 pub mod ws;
 
@@ -156,6 +157,7 @@ pub type Service = OpenApiService<
         targets::TargetsApi,
         events::EventsApi,
         channels::ChannelsApi,
+        usage::UsageApi,
     ),
     (),
 >;
@@ -170,6 +172,7 @@ pub fn service() -> Service {
             targets::TargetsApi,
             events::EventsApi,
             channels::ChannelsApi,
+            usage::UsageApi,
         ),
         "Weft",
         env!("CARGO_PKG_VERSION"),

@@ -39,6 +39,12 @@ pub(crate) enum Command {
     Targets(Box<TargetsCommand>),
     /// Counts over every project.
     Stats,
+    /// What the agents' CLIs reported the work cost, totalled.
+    Usage {
+        /// project, agent, target or day.
+        #[arg(long, default_value = "project")]
+        group_by: String,
+    },
     /// The projects Weft knows.
     Projects,
     /// The event log (who changed what, when).

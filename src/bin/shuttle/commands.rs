@@ -29,6 +29,59 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
     let p = || query(&[("projectId", ctx.project.clone())]);
     match cli.command {
         Command::Config(_) | Command::Completions { .. } => Ok(()),
+        Command::Usage { group_by } => {
+            let report = ctx
+                .api
+                .get(&format!(
+                    "/api/usage{}",
+                    query(&[
+                        ("groupBy", Some(group_by)),
+                        ("projectId", ctx.project.clone())
+                    ])
+                ))
+                .await?;
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            let row = |line: &serde_json::Value| {
+                let u = &line["usage"];
+                vec![
+                    text_of(&line["key"]),
+                    text_of(&line["items"]),
+                    text_of(&line["attempts"]),
+                    u["costUsd"]
+                        .as_f64()
+                        .map_or("-".into(), |c| format!("${c:.4}")),
+                    text_of(&u["inputTokens"]),
+                    text_of(&u["outputTokens"]),
+                    text_of(&u["premiumRequests"]),
+                ]
+            };
+            let mut rows: Vec<Vec<String>> = report["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(row)
+                .collect();
+            rows.push(row(&report["total"]));
+            table(
+                &[
+                    &report["groupBy"].as_str().unwrap_or("key").to_uppercase(),
+                    "ITEMS",
+                    "ATTEMPTS",
+                    "COST",
+                    "INPUT TOKENS",
+                    "OUTPUT TOKENS",
+                    "PREMIUM REQUESTS",
+                ],
+                rows,
+            );
+            Ok(())
+        }
         Command::Stats => {
             let stats = ctx.api.get("/api/stats").await?;
             if ctx.json {
