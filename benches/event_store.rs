@@ -64,6 +64,7 @@ fn submit(i: usize) -> decide::Command {
             max_attempts: None,
             idempotency_key: None,
             workspace: None,
+            max_cost_usd: None,
         },
     }
     .into()

@@ -116,6 +116,16 @@ pub fn coordinator_event(
                 "reason": o.reason,
             }),
         ),
+        Event::BudgetSet(b) => (
+            "work",
+            "budget:updated",
+            json!({"maxCostUsdPerDay": b.max_cost_usd_per_day, "warnAtFraction": b.warn_at_fraction}),
+        ),
+        Event::BudgetWarned(b) => (
+            "work",
+            "budget:warned",
+            json!({"day": b.day, "spentUsd": b.spent_usd, "maxCostUsdPerDay": b.max_cost_usd_per_day}),
+        ),
         Event::WorkParked(s) => (
             "work",
             "work:parked",

@@ -116,6 +116,10 @@ pub struct Assignment {
     /// Work on it in a git worktree of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<events::work::WorkspaceSpec>,
+    /// The most the attempt may cost (`WEFT_MAX_COST_USD` for the command; Claude's
+    /// `--max-budget-usd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

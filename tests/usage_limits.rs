@@ -223,3 +223,100 @@ async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it()
     assert_eq!(resumed["status"], "online", "{resumed}");
     assert!(resumed.get("pausedUntil").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_holds_new_work_at_its_limit_and_releases_it_when_raised() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let claude = bin.join("claude");
+    std::fs::write(&claude, STAND_IN).expect("stand-in");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = bin.display().to_string();
+    let nats = NatsServer::start();
+    let weft = Weft::start(&fast_env(&nats));
+    let http = client();
+
+    for bad in [
+        serde_json::json!({"maxCostUsdPerDay": -1}),
+        serde_json::json!({"maxCostUsdPerDay": 1, "warnAtFraction": 2}),
+        serde_json::json!({"maxCostUsd": 1}),
+    ] {
+        let (status, answer) = call(
+            http.put(weft.url("/api/projects/default/budget"))
+                .json(&bad),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    // Each item costs 0.0745: the second reaches 0.10.
+    let (status, budget) = call(
+        http.put(weft.url("/api/projects/default/budget"))
+            .json(&serde_json::json!({"maxCostUsdPerDay": 0.1, "warnAtFraction": 0.5})),
+    )
+    .await;
+    assert_eq!(status, 200, "{budget}");
+    assert_eq!(budget["reached"], false);
+    let _agent = agent(&nats, &bin, "ok");
+    let submit = |n: usize| common::submit_body(&format!("item {n}"), "rust", "personal", 5);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (_, created) = call(http.post(weft.url("/api/work")).json(&submit(n))).await;
+        let id = created["workItemId"].as_str().expect("id").to_string();
+        poll_until(
+            &weft,
+            &format!("/api/work/{id}"),
+            Duration::from_secs(30),
+            |w| w["status"] == "completed",
+        )
+        .await;
+        ids.push(id);
+    }
+    let (_, budget) = call(http.get(weft.url("/api/projects/default/budget"))).await;
+    assert_eq!(budget["reached"], true, "{budget}");
+    assert!((budget["spentTodayUsd"].as_f64().expect("spent") - 0.149).abs() < 1e-9);
+
+    // New work waits (not failed) while the budget is reached...
+    let (_, created) = call(http.post(weft.url("/api/work")).json(&submit(2))).await;
+    let held = created["workItemId"].as_str().expect("id").to_string();
+    for _ in 0..20 {
+        let (_, item) = call(http.get(weft.url(&format!("/api/work/{held}")))).await;
+        assert_eq!(item["status"], "pending", "held at the budget: {item}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...and goes on once it is raised.
+    let (status, _) = call(
+        http.put(weft.url("/api/projects/default/budget"))
+            .json(&serde_json::json!({"maxCostUsdPerDay": 1.0})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    poll_until(
+        &weft,
+        &format!("/api/work/{held}"),
+        Duration::from_secs(30),
+        |w| w["status"] == "completed",
+    )
+    .await;
+    ids.push(held);
+
+    let events = all_events(&weft).await;
+    let warned: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "budget.warned")
+        .collect();
+    assert_eq!(warned.len(), 1, "one warning a day: {warned:?}");
+    assert_eq!(warned[0]["data"]["maxCostUsdPerDay"], 0.1);
+
+    // The ledger's total is the sum of the items'.
+    let mut sum = 0.0;
+    for id in &ids {
+        let (_, item) = call(http.get(weft.url(&format!("/api/work/{id}")))).await;
+        sum += item["usage"]["costUsd"].as_f64().expect("cost");
+    }
+    let (_, ledger) = call(http.get(weft.url("/api/usage"))).await;
+    let total = ledger["total"]["usage"]["costUsd"].as_f64().expect("total");
+    assert!((total - sum).abs() < 1e-9, "{total} != {sum}: {ledger}");
+    assert_eq!(ledger["total"]["items"], 3);
+}

@@ -33,10 +33,12 @@ fn stand_ins() -> tempfile::TempDir {
         ),
     ] {
         let path = dir.path().join(name);
+        let args_log = dir.path().join(format!("{name}.args"));
         std::fs::write(
             &path,
             format!(
-                "#!/bin/sh\n# $1 is -p, $2 the prompt\ncase \"$*\" in *\"{needs}\"*) ;; *) echo \"missing flags: $*\" >&2; exit 3;; esac\n{answer}\n"
+                "#!/bin/sh\n# $1 is -p, $2 the prompt\necho \"$*\" >> {}\ncase \"$*\" in *\"{needs}\"*) ;; *) echo \"missing flags: $*\" >&2; exit 3;; esac\n{answer}\n",
+                args_log.display()
             ),
         )
         .expect("write");
@@ -122,13 +124,9 @@ async fn claude_and_copilot_wrappers_join_and_work() {
     );
 
     let http = client();
-    let (_, personal) = call(http.post(weft.url("/api/work")).json(&submit_body(
-        "write the docs",
-        "typescript",
-        "personal",
-        5,
-    )))
-    .await;
+    let mut docs = submit_body("write the docs", "typescript", "personal", 5);
+    docs["maxCostUsd"] = serde_json::json!(0.5);
+    let (_, personal) = call(http.post(weft.url("/api/work")).json(&docs)).await;
     let (_, corporate) = call(http.post(weft.url("/api/work")).json(&submit_body(
         "fix the 'payroll' bug",
         "rust",
@@ -154,6 +152,12 @@ async fn claude_and_copilot_wrappers_join_and_work() {
             "the structured output's usage: {done}"
         );
     }
+    // The item's maxCostUsd reached Claude as its budget flag.
+    let claude_args = std::fs::read_to_string(bin.path().join("claude.args")).expect("args");
+    assert!(
+        claude_args.contains("--max-budget-usd 0.5"),
+        "{claude_args}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

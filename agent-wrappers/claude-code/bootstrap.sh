@@ -11,5 +11,7 @@ export AGENT_TYPE=claude-code
 permissions="--permission-mode ${CLAUDE_PERMISSION_MODE:-acceptEdits}"
 if [ -n "${CLAUDE_ALLOWED_TOOLS:-}" ]; then permissions="$permissions --allowedTools $CLAUDE_ALLOWED_TOOLS"; fi
 export AGENT_OUTPUT_FORMAT=claude-stream-json
-export AGENT_COMMAND="$claude -p {description} --output-format stream-json --verbose $permissions ${CLAUDE_ARGS:-}"
+# Expanded per item by the shell that runs the command: an item's maxCostUsd.
+budget='${WEFT_MAX_COST_USD:+--max-budget-usd "$WEFT_MAX_COST_USD"}'
+export AGENT_COMMAND="$claude -p {description} --output-format stream-json --verbose $permissions $budget ${CLAUDE_ARGS:-}"
 exec "$here/../generic/bootstrap.sh"

@@ -93,6 +93,7 @@ impl Workload {
                         max_attempts: None,
                         idempotency_key: None,
                         workspace: None,
+                        max_cost_usd: None,
                     },
                 }
                 .into(),

@@ -1,6 +1,6 @@
 //! Every rule of Weft as pure functions. A command and the state go in; the events to
 //! record come out, or the reason why not. One decider per aggregate ([`target`], [`work`],
-//! [`agent`], [`spin_up`]), the routing policy ([`routing`]) and the scheduler's rules
+//! [`agent`], [`spin_up`], [`budget`]), the routing policy ([`routing`]) and the scheduler's rules
 //! ([`schedule`]).
 //!
 //! Nothing here does I/O, reads a clock or draws a random number: ids and the time come in
@@ -15,6 +15,7 @@
 //! and the log refuses that writer's appends once another has been elected.
 
 pub mod agent;
+pub mod budget;
 mod rejection;
 pub mod routing;
 pub mod schedule;
@@ -28,6 +29,7 @@ use events::Event;
 use projections::Project;
 
 pub use agent::AgentCommand;
+pub use budget::BudgetCommand;
 pub use rejection::{is_agent_type, is_env_name, is_rfc3339, FieldError, Rejection, Validation};
 pub use spin_up::SpinUpCommand;
 pub use target::TargetCommand;
@@ -56,6 +58,13 @@ pub enum Command {
     Work(WorkCommand),
     Agent(AgentCommand),
     SpinUp(SpinUpCommand),
+    Budget(BudgetCommand),
+}
+
+impl From<BudgetCommand> for Command {
+    fn from(c: BudgetCommand) -> Self {
+        Command::Budget(c)
+    }
 }
 
 impl From<TargetCommand> for Command {
@@ -114,5 +123,6 @@ pub fn decide(
         Command::Work(c) => work::decide(c, project, settings),
         Command::Agent(c) => agent::decide(c, project, settings),
         Command::SpinUp(c) => spin_up::decide(c, project),
+        Command::Budget(c) => budget::decide(c, project),
     }
 }

@@ -101,7 +101,13 @@ pub fn due(
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Duty> {
     let mut duties = Vec::new();
-    let assigned = assignments(project, settings, now_ms, new_id);
+    // At the day's budget, new work waits: nothing is assigned, no agent is started.
+    let held = project.budget_reached(now_ms);
+    let assigned = if held {
+        Vec::new()
+    } else {
+        assignments(project, settings, now_ms, new_id)
+    };
     let taken: Vec<String> = assigned
         .iter()
         .filter_map(|c| match c {
@@ -114,11 +120,18 @@ pub fn due(
             .into_iter()
             .map(|c| Duty::Decide(Box::new(c.into()))),
     );
-    duties.extend(
-        spin_ups_for_unserved_work(project, settings, now_ms, &taken, new_id)
-            .into_iter()
-            .map(|c| Duty::Decide(Box::new(c.into()))),
-    );
+    if !held {
+        duties.extend(
+            spin_ups_for_unserved_work(project, settings, now_ms, &taken, new_id)
+                .into_iter()
+                .map(|c| Duty::Decide(Box::new(c.into()))),
+        );
+    }
+    if budget_warning_due(project, now_ms) {
+        duties.push(Duty::Decide(Box::new(
+            crate::BudgetCommand::Warn { now_ms }.into(),
+        )));
+    }
     duties.extend(
         silent_agents(project, liveness, &settings.timing, now_ms)
             .into_iter()
@@ -324,6 +337,15 @@ pub fn overdue_spin_ups(project: &Project, timing: &Timing, now_ms: u64) -> Vec<
             ),
         })
         .collect()
+}
+
+/// Whether the day's reported cost reached the budget's warning threshold and no warning
+/// was recorded today.
+pub fn budget_warning_due(project: &Project, now_ms: u64) -> bool {
+    project.budget.as_ref().is_some_and(|b| {
+        project.spent_on(now_ms) >= b.max_cost_usd_per_day * b.warn_at_fraction
+            && b.warned_day.as_deref() != Some(events::time::day(now_ms).as_str())
+    })
 }
 
 /// Agents paused by a usage limit whose reset time has come are resumed (a pause with no

@@ -64,6 +64,7 @@ pub struct Submission {
     pub max_attempts: Option<i64>,
     pub idempotency_key: Option<String>,
     pub workspace: Option<events::work::WorkspaceSpec>,
+    pub max_cost_usd: Option<f64>,
 }
 
 /// Who reports on which item, under which lease.
@@ -213,6 +214,13 @@ pub fn validate_submission(
             "must be a non-empty string of at most 256 characters",
         );
     }
+    if let Some(max) = request.max_cost_usd {
+        errors.check(
+            max.is_finite() && max > 0.0,
+            "maxCostUsd",
+            "must be a number of dollars above 0",
+        );
+    }
     if let Some(w) = &request.workspace {
         // Both reach git's command line: nothing that git could read as an option.
         errors.check(
@@ -241,6 +249,7 @@ pub fn validate_submission(
         max_attempts: max_attempts as u32,
         idempotency_key: request.idempotency_key.clone(),
         workspace: request.workspace.clone(),
+        max_cost_usd: request.max_cost_usd,
     })
 }
 

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{BudgetSet, BudgetWarned};
 use crate::spin_up::{
     SpinUpCompleted, SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered,
 };
@@ -26,15 +27,18 @@ pub enum AggregateKind {
     SpinUp,
     /// Which Weft instance writes for the project (one aggregate per project, id `lease`).
     Writer,
+    /// The project's spending budget (one aggregate per project, id `budget`).
+    Budget,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 5] = [
+    pub const ALL: [AggregateKind; 6] = [
         AggregateKind::Target,
         AggregateKind::Work,
         AggregateKind::Agent,
         AggregateKind::SpinUp,
         AggregateKind::Writer,
+        AggregateKind::Budget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl AggregateKind {
             AggregateKind::Agent => "agent",
             AggregateKind::SpinUp => "spinup",
             AggregateKind::Writer => "writer",
+            AggregateKind::Budget => "budget",
         }
     }
 
@@ -112,6 +117,8 @@ events! {
     "agent.paused" => AgentPaused(AgentPaused), Agent;
     "agent.resumed" => AgentResumed(AgentResumed), Agent;
     "writer.elected" => WriterElected(WriterElected), Writer;
+    "budget.set" => BudgetSet(BudgetSet), Budget;
+    "budget.warned" => BudgetWarned(BudgetWarned), Budget;
 }
 
 /// One recorded fact with everything needed to audit it: who caused it, when, and what
@@ -297,7 +304,7 @@ mod tests {
             assert!(!unknown(name), "{name} is not the tag of any variant");
             assert!(seen.insert(*name), "{name} is declared twice");
         }
-        assert_eq!(seen.len(), 27);
+        assert_eq!(seen.len(), 29);
     }
 
     #[test]

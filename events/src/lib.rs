@@ -5,12 +5,14 @@
 //! as absent (`Option`/`default`) from old events; a change that is not additive bumps
 //! [`SCHEMA_VERSION`] and gets an upcaster in the `migrations` crate.
 
+pub mod budget;
 mod envelope;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixture;
 pub mod spin_up;
 pub mod subject;
 pub mod target;
+pub mod time;
 pub mod work;
 pub mod writer;
 

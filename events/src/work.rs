@@ -32,6 +32,9 @@ pub struct WorkSubmitted {
     /// Where the agent works on it: a git worktree of `repo` of its own.
     #[serde(default)]
     pub workspace: Option<WorkspaceSpec>,
+    /// The most one attempt may cost (passed to CLIs that can stop at it).
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
 }
 
 /// The repository an item is worked on in, as submitted.

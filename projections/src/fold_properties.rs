@@ -213,6 +213,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                 max_attempts: 3,
                 idempotency_key: None,
                 workspace: None,
+                max_cost_usd: None,
             }),
         ),
         Op::Assign {

@@ -46,12 +46,63 @@ pub struct Project {
     pub work: WorkItems,
     pub agents: Agents,
     pub spin_ups: SpinUps,
+    /// The spending budget, when one is set.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// Reported cost by UTC day (days since the Unix epoch).
+    #[serde(default)]
+    pub spent_by_day: BTreeMap<u64, f64>,
+}
+
+/// A project's spending budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    pub max_cost_usd_per_day: f64,
+    pub warn_at_fraction: f64,
+    /// The last day a warning was recorded for (`YYYY-MM-DD`).
+    pub warned_day: Option<String>,
+}
+
+/// The UTC day (since the epoch) of a time.
+pub fn day_of(time_ms: u64) -> u64 {
+    time_ms / 86_400_000
+}
+
+impl Project {
+    /// What the agents' CLIs reported the project's work cost on the UTC day of `now_ms`.
+    pub fn spent_on(&self, now_ms: u64) -> f64 {
+        self.spent_by_day
+            .get(&day_of(now_ms))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Whether new work waits: the day's reported cost reached the budget.
+    pub fn budget_reached(&self, now_ms: u64) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| self.spent_on(now_ms) >= b.max_cost_usd_per_day)
+    }
 }
 
 impl Project {
     /// Folds one of the project's events, stored at stream sequence `sequence`.
     pub fn apply(&mut self, sequence: u64, envelope: &Envelope) {
         self.last_event_ms = self.last_event_ms.max(envelope.time_ms);
+        let cost = match &envelope.event {
+            events::Event::WorkCompleted(e) => e.usage.as_ref(),
+            events::Event::WorkFailed(e) => e.usage.as_ref(),
+            events::Event::WorkParked(e) => e.usage.as_ref(),
+            _ => None,
+        }
+        .and_then(|u| u.cost_usd);
+        if let Some(cost) = cost {
+            *self
+                .spent_by_day
+                .entry(day_of(envelope.time_ms))
+                .or_default() += cost;
+        }
         match envelope.aggregate {
             events::AggregateKind::Target => self.targets.apply(sequence, envelope),
             events::AggregateKind::SpinUp => {
@@ -60,6 +111,21 @@ impl Project {
             events::AggregateKind::Work | events::AggregateKind::Agent => {
                 work::apply(&mut self.work, &mut self.agents, sequence, envelope)
             }
+            events::AggregateKind::Budget => match &envelope.event {
+                events::Event::BudgetSet(e) => {
+                    self.budget = e.max_cost_usd_per_day.map(|max| Budget {
+                        max_cost_usd_per_day: max,
+                        warn_at_fraction: e.warn_at_fraction,
+                        warned_day: self.budget.as_ref().and_then(|b| b.warned_day.clone()),
+                    });
+                }
+                events::Event::BudgetWarned(e) => {
+                    if let Some(b) = &mut self.budget {
+                        b.warned_day = Some(e.day.clone());
+                    }
+                }
+                _ => {}
+            },
             events::AggregateKind::Writer => {
                 if let events::Event::WriterElected(e) = &envelope.event {
                     self.writer = Some((e.instance.clone(), sequence));

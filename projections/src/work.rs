@@ -123,6 +123,9 @@ pub struct Work {
     /// that reported any).
     #[serde(default)]
     pub usage: Vec<AttemptUsage>,
+    /// The most one attempt may cost.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
     /// The last time a usage limit sent it back to the queue.
     #[serde(default)]
     pub parked: Option<Parked>,
@@ -394,6 +397,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 workspace_outcome: None,
                 usage: Vec::new(),
                 parked: None,
+                max_cost_usd: e.max_cost_usd,
             });
         }
         Event::WorkAssigned(e) => {

@@ -61,6 +61,9 @@ impl Runtime {
         };
         tracing::info!(work = a.work_id, task = a.task_id, "running: {command}");
         let mut process = tokio::process::Command::new("sh");
+        if let Some(max) = a.max_cost_usd {
+            process.env("WEFT_MAX_COST_USD", max.to_string());
+        }
         if let Some(w) = &workspace {
             process
                 .current_dir(&w.path)
@@ -344,6 +347,7 @@ mod tests {
             deadline: None,
             context_data: None,
             workspace: None,
+            max_cost_usd: None,
         };
         let command = render_command("claude -p {description} --task {taskId}", &a).unwrap();
         // What sh would see: the values as single words, nothing run.

@@ -466,6 +466,7 @@ mod tests {
             deadline: None,
             context_data: None,
             workspace: None,
+            max_cost_usd: None,
         };
         assert_eq!(
             branch_name(&a),

@@ -264,7 +264,9 @@ impl AppState {
                 view.last_heartbeat = None;
                 view.to_json()
             }),
-            events::AggregateKind::SpinUp | events::AggregateKind::Writer => None,
+            events::AggregateKind::SpinUp
+            | events::AggregateKind::Writer
+            | events::AggregateKind::Budget => None,
         }
     }
 }

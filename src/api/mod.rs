@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod at;
 pub mod batch;
+pub mod budget;
 pub mod channels;
 pub mod contract;
 
@@ -158,6 +159,7 @@ pub type Service = OpenApiService<
         events::EventsApi,
         channels::ChannelsApi,
         usage::UsageApi,
+        budget::BudgetApi,
     ),
     (),
 >;
@@ -173,6 +175,7 @@ pub fn service() -> Service {
             events::EventsApi,
             channels::ChannelsApi,
             usage::UsageApi,
+            budget::BudgetApi,
         ),
         "Weft",
         env!("CARGO_PKG_VERSION"),

@@ -135,6 +135,7 @@ words! {
         Agent = "agent",
         SpinUp = "spinup",
         Writer = "writer",
+        Budget = "budget",
     }
 }
 
@@ -146,6 +147,7 @@ impl From<AggregateName> for events::AggregateKind {
             AggregateName::Agent => events::AggregateKind::Agent,
             AggregateName::SpinUp => events::AggregateKind::SpinUp,
             AggregateName::Writer => events::AggregateKind::Writer,
+            AggregateName::Budget => events::AggregateKind::Budget,
         }
     }
 }

@@ -41,6 +41,10 @@ impl<T: Type + DeserializeOwned> Type for Strict<T> {
 impl<T: Type + DeserializeOwned> ParseFromJSON for Strict<T> {
     fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
         let value = value.unwrap_or_default();
+        // Every strict body is an object; serde would also read a struct from an array.
+        if !value.is_object() {
+            return Err(ParseError::custom("the body must be a JSON object"));
+        }
         serde_path_to_error::deserialize(value)
             .map(Strict)
             .map_err(|e| {

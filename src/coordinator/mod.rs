@@ -81,6 +81,7 @@ pub fn assignment(work: &Work) -> Assignment {
             .as_deref()
             .and_then(|c| serde_json::from_str(c).ok()),
         workspace: work.workspace.clone(),
+        max_cost_usd: work.max_cost_usd,
     }
 }
 

@@ -428,3 +428,53 @@ fn decide_liveness(w: &World) -> crate::schedule::Liveness {
     }
     l
 }
+
+#[test]
+fn at_the_days_budget_new_work_waits_until_the_next_day_and_one_warning_is_recorded() {
+    use events::work::{Usage, WorkCompleted};
+    let mut w = World::default();
+    w.when(crate::BudgetCommand::Set {
+        max_cost_usd_per_day: Some(1.0),
+        warn_at_fraction: Some(0.5),
+    })
+    .expect("set");
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.submit("first", "personal", 5);
+    w.assign_all();
+    let lease = w.lease("first");
+    w.given(
+        "first",
+        Event::WorkCompleted(WorkCompleted {
+            agent_id: lease.agent_id,
+            lease_id: lease.lease_id,
+            summary: "done".into(),
+            output: None,
+            artifacts: vec![],
+            workspace: None,
+            usage: Some(Usage {
+                cost_usd: Some(1.25),
+                ..Default::default()
+            }),
+        }),
+    );
+    w.submit("second", "personal", 5);
+    let liveness = decide_liveness(&w);
+    let events = w.run_due(&liveness);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::BudgetWarned(b) if b.spent_usd == 1.25)),
+        "{events:?}"
+    );
+    assert_eq!(w.work("second").status, WorkStatus::Pending, "held");
+    assert!(
+        !w.run_due(&liveness)
+            .iter()
+            .any(|e| matches!(e, Event::BudgetWarned(_))),
+        "warned once a day"
+    );
+    // The next UTC day starts from nothing.
+    w.after_ms(86_400_000);
+    w.run_due(&liveness);
+    assert_eq!(w.work("second").assigned_to.as_deref(), Some("a"));
+}

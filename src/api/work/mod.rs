@@ -163,6 +163,7 @@ impl WorkApi {
                 git_ref: w.git_ref,
                 push: w.push.unwrap_or(false),
             }),
+            max_cost_usd: body.max_cost_usd,
         };
         let recorded = app
             .commands

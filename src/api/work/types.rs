@@ -333,6 +333,9 @@ pub struct WorkSubmitRequest {
     pub project_id: Option<String>,
     /// Work on it in a git worktree of its own (see `WorkspaceRequest`).
     pub workspace: Option<WorkspaceRequest>,
+    /// The most one attempt may cost, in dollars (Claude stops at it: `--max-budget-usd`).
+    #[oai(validator(minimum(value = "0", exclusive = true)))]
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(Object, Clone, Debug)]
