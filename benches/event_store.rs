@@ -65,6 +65,7 @@ fn submit(i: usize) -> decide::Command {
             idempotency_key: None,
             workspace: None,
             max_cost_usd: None,
+            resume_session: false,
         },
     }
     .into()

@@ -120,6 +120,10 @@ pub struct Assignment {
     /// `--max-budget-usd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
+    /// The CLI session an earlier attempt on this agent left, to resume
+    /// (`WEFT_RESUME_SESSION`; Claude's `--resume`), when the item asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_session_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ permissions="--permission-mode ${CLAUDE_PERMISSION_MODE:-acceptEdits}"
 if [ -n "${CLAUDE_ALLOWED_TOOLS:-}" ]; then permissions="$permissions --allowedTools $CLAUDE_ALLOWED_TOOLS"; fi
 export AGENT_OUTPUT_FORMAT=claude-stream-json
 # Expanded per item by the shell that runs the command: an item's maxCostUsd.
-budget='${WEFT_MAX_COST_USD:+--max-budget-usd "$WEFT_MAX_COST_USD"}'
+# (The same for a retry that resumes its earlier session, when the item asked for it.)
+budget='${WEFT_MAX_COST_USD:+--max-budget-usd "$WEFT_MAX_COST_USD"} ${WEFT_RESUME_SESSION:+--resume "$WEFT_RESUME_SESSION"}'
 export AGENT_COMMAND="$claude -p {description} --output-format stream-json --verbose $permissions $budget ${CLAUDE_ARGS:-}"
 exec "$here/../generic/bootstrap.sh"

@@ -94,6 +94,7 @@ impl Workload {
                         idempotency_key: None,
                         workspace: None,
                         max_cost_usd: None,
+                        resume_session: false,
                     },
                 }
                 .into(),

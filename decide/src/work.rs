@@ -65,6 +65,7 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     pub workspace: Option<events::work::WorkspaceSpec>,
     pub max_cost_usd: Option<f64>,
+    pub resume_session: bool,
 }
 
 /// Who reports on which item, under which lease.
@@ -250,6 +251,7 @@ pub fn validate_submission(
         idempotency_key: request.idempotency_key.clone(),
         workspace: request.workspace.clone(),
         max_cost_usd: request.max_cost_usd,
+        resume_session: request.resume_session,
     })
 }
 

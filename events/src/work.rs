@@ -35,6 +35,9 @@ pub struct WorkSubmitted {
     /// The most one attempt may cost (passed to CLIs that can stop at it).
     #[serde(default)]
     pub max_cost_usd: Option<f64>,
+    /// A retry on the agent that ran an earlier attempt resumes that attempt's CLI session.
+    #[serde(default)]
+    pub resume_session: bool,
 }
 
 /// The repository an item is worked on in, as submitted.

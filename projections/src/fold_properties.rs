@@ -214,6 +214,7 @@ fn work_envelope(i: usize, project: &str, op: &Op) -> Envelope {
                 idempotency_key: None,
                 workspace: None,
                 max_cost_usd: None,
+                resume_session: false,
             }),
         ),
         Op::Assign {

@@ -126,6 +126,8 @@ pub struct Work {
     /// The most one attempt may cost.
     #[serde(default)]
     pub max_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub resume_session: bool,
     /// The last time a usage limit sent it back to the queue.
     #[serde(default)]
     pub parked: Option<Parked>,
@@ -157,6 +159,19 @@ impl Work {
 
     pub fn route(&self) -> Route {
         (self.capability.clone(), self.boundary.clone())
+    }
+
+    /// The CLI session to resume when `agent` takes the item again: the session of the
+    /// last attempt that agent reported one for, when the item asks for it.
+    pub fn session_to_resume(&self, agent: &str) -> Option<String> {
+        if !self.resume_session {
+            return None;
+        }
+        self.usage
+            .iter()
+            .rev()
+            .filter(|a| a.agent_id == agent)
+            .find_map(|a| a.usage.session_id.clone())
     }
 
     /// What all its attempts cost together (see [`events::work::Usage::add`]); `None`
@@ -398,6 +413,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 usage: Vec::new(),
                 parked: None,
                 max_cost_usd: e.max_cost_usd,
+                resume_session: e.resume_session,
             });
         }
         Event::WorkAssigned(e) => {

@@ -64,6 +64,9 @@ impl Runtime {
         if let Some(max) = a.max_cost_usd {
             process.env("WEFT_MAX_COST_USD", max.to_string());
         }
+        if let Some(session) = &a.resume_session_id {
+            process.env("WEFT_RESUME_SESSION", session);
+        }
         if let Some(w) = &workspace {
             process
                 .current_dir(&w.path)
@@ -348,6 +351,7 @@ mod tests {
             context_data: None,
             workspace: None,
             max_cost_usd: None,
+            resume_session_id: None,
         };
         let command = render_command("claude -p {description} --task {taskId}", &a).unwrap();
         // What sh would see: the values as single words, nothing run.

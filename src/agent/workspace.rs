@@ -467,6 +467,7 @@ mod tests {
             context_data: None,
             workspace: None,
             max_cost_usd: None,
+            resume_session_id: None,
         };
         assert_eq!(
             branch_name(&a),

@@ -82,6 +82,10 @@ pub fn assignment(work: &Work) -> Assignment {
             .and_then(|c| serde_json::from_str(c).ok()),
         workspace: work.workspace.clone(),
         max_cost_usd: work.max_cost_usd,
+        resume_session_id: work
+            .assigned_to
+            .as_deref()
+            .and_then(|agent| work.session_to_resume(agent)),
     }
 }
 

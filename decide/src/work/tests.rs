@@ -478,3 +478,47 @@ fn at_the_days_budget_new_work_waits_until_the_next_day_and_one_warning_is_recor
     w.run_due(&liveness);
     assert_eq!(w.work("second").assigned_to.as_deref(), Some("a"));
 }
+
+#[test]
+fn a_retry_on_the_same_agent_resumes_its_session_when_the_item_asks() {
+    use events::work::Usage;
+    for asks in [true, false] {
+        let mut w = World::default();
+        w.agent("a", "claude-code", &["personal"], 1);
+        let submission = Submission {
+            description: "resume me".into(),
+            capability: "rust".into(),
+            boundary: "personal".into(),
+            resume_session: asks,
+            ..Default::default()
+        };
+        w.when(WorkCommand::Submit {
+            id: "job".into(),
+            submission,
+        })
+        .expect("submitted");
+        w.assign_all();
+        let lease = w.lease("job");
+        w.when(WorkCommand::Park {
+            lease,
+            reason: "limit".into(),
+            until_ms: Some(w.now_ms + 60_000),
+            workspace: None,
+            usage: Some(Usage {
+                session_id: Some("sess-1".into()),
+                ..Default::default()
+            }),
+        })
+        .expect("parked");
+        let job = w.work("job");
+        assert_eq!(
+            job.session_to_resume("a"),
+            asks.then(|| "sess-1".to_string())
+        );
+        assert_eq!(
+            job.session_to_resume("b"),
+            None,
+            "another agent starts afresh"
+        );
+    }
+}

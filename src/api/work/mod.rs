@@ -164,6 +164,7 @@ impl WorkApi {
                 push: w.push.unwrap_or(false),
             }),
             max_cost_usd: body.max_cost_usd,
+            resume_session: body.resume_session.unwrap_or(false),
         };
         let recorded = app
             .commands

@@ -48,7 +48,10 @@ pub struct WorkspaceRequest {
     /// Branch, tag or commit to start from (default: the remote's default branch).
     #[oai(
         rename = "ref",
-        validator(max_length = 256, pattern = r"^[^-\s~^:?*\[\\]+$")
+        validator(
+            max_length = 256,
+            pattern = r"^[^-\s\x00-\x1f\x7f~^:?*\[\\][^\s\x00-\x1f\x7f~^:?*\[\\]*$"
+        )
     )]
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
@@ -336,6 +339,9 @@ pub struct WorkSubmitRequest {
     /// The most one attempt may cost, in dollars (Claude stops at it: `--max-budget-usd`).
     #[oai(validator(minimum(value = "0", exclusive = true)))]
     pub max_cost_usd: Option<f64>,
+    /// A retry on the agent that ran an earlier attempt resumes that attempt's CLI session
+    /// (Claude's `--resume`; default false).
+    pub resume_session: Option<bool>,
 }
 
 #[derive(Object, Clone, Debug)]
