@@ -210,7 +210,9 @@ impl WarpBridge {
             capabilities: agent.capabilities.clone(),
             boundaries: agent.boundaries.clone(),
             max_concurrent_tasks: agent.max_concurrent_tasks,
-            idle_timeout_ms: None,
+            // Never asked to leave when idle: Weft did not start it and cannot stop it, and
+            // a shutdown request would stop routing to it.
+            idle_timeout_ms: Some(0),
             hostname: agent.hostname.clone(),
             handle: agent.handle.clone(),
             spin_up_id: None,

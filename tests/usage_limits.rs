@@ -26,6 +26,19 @@ echo '{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}'
 echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":22631,"num_turns":3,"result":"Fixed the parser.","session_id":"sess-1","total_cost_usd":0.0745,"usage":{"input_tokens":6,"cache_creation_input_tokens":8982,"cache_read_input_tokens":42853,"output_tokens":583},"modelUsage":{"claude-sonnet-4-5-20250929":{}}}'
 "#;
 
+/// A folder with the stand-in `claude`, and the folder's path for PATH.
+fn stand_in_bin() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let claude = bin.join("claude");
+    std::fs::write(&claude, STAND_IN).expect("stand-in");
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bin = bin.display().to_string();
+    (tmp, bin)
+}
+
 fn agent(nats: &NatsServer, bin: &str, mode: &str) -> AgentProcess {
     let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
     AgentProcess::start_with(
@@ -45,14 +58,7 @@ fn agent(nats: &NatsServer, bin: &str, mode: &str) -> AgentProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("bin");
-    let claude = bin.join("claude");
-    std::fs::write(&claude, STAND_IN).expect("stand-in");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let bin = bin.display().to_string();
+    let (tmp, bin) = stand_in_bin();
 
     let nats = NatsServer::start();
     let weft = Weft::start(&fast_env(&nats));
@@ -226,14 +232,7 @@ async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_holds_new_work_at_its_limit_and_releases_it_when_raised() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("bin");
-    let claude = bin.join("claude");
-    std::fs::write(&claude, STAND_IN).expect("stand-in");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let bin = bin.display().to_string();
+    let (_tmp, bin) = stand_in_bin();
     let nats = NatsServer::start();
     let weft = Weft::start(&fast_env(&nats));
     let http = client();

@@ -357,6 +357,24 @@ fn end_lease(work: &mut WorkItems, agents: &mut Agents, id: &str, then: &AfterFa
     }
 }
 
+/// Records what an attempt left: its workspace's outcome and what its CLI reported it cost.
+fn left_by(
+    w: &mut Work,
+    agent: &str,
+    time: u64,
+    workspace: &Option<events::work::WorkspaceOutcome>,
+    usage: &Option<events::work::Usage>,
+) {
+    if workspace.is_some() {
+        w.workspace_outcome = workspace.clone();
+    }
+    w.usage.extend(usage.clone().map(|usage| AttemptUsage {
+        agent_id: agent.to_string(),
+        at_ms: time,
+        usage,
+    }));
+}
+
 /// Whether `agent` holds the item's current lease `lease`.
 fn holds(work: &WorkItems, id: &str, agent: &str, lease: &str) -> bool {
     work.get(id).is_some_and(|w| {
@@ -484,14 +502,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     artifacts: e.artifacts.clone(),
                     completed_at_ms: time,
                 });
-                if e.workspace.is_some() {
-                    w.workspace_outcome = e.workspace.clone();
-                }
-                w.usage.extend(e.usage.clone().map(|usage| AttemptUsage {
-                    agent_id: e.agent_id.clone(),
-                    at_ms: time,
-                    usage,
-                }));
+                left_by(w, &e.agent_id, time, &e.workspace, &e.usage);
                 w.updated_at_ms = time;
             });
         }
@@ -506,14 +517,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     recoverable: e.recoverable,
                     occurred_at_ms: time,
                 });
-                if e.workspace.is_some() {
-                    w.workspace_outcome = e.workspace.clone();
-                }
-                w.usage.extend(e.usage.clone().map(|usage| AttemptUsage {
-                    agent_id: e.agent_id.clone(),
-                    at_ms: time,
-                    usage,
-                }));
+                left_by(w, &e.agent_id, time, &e.workspace, &e.usage);
             });
             end_lease(work, agents, id, &e.then, time);
         }
@@ -651,14 +655,7 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     until_ms: e.until_ms,
                     at_ms: time,
                 });
-                if e.workspace.is_some() {
-                    w.workspace_outcome = e.workspace.clone();
-                }
-                w.usage.extend(e.usage.clone().map(|usage| AttemptUsage {
-                    agent_id: e.agent_id.clone(),
-                    at_ms: time,
-                    usage,
-                }));
+                left_by(w, &e.agent_id, time, &e.workspace, &e.usage);
             });
             end_lease(work, agents, id, &AfterFailure::Retry { at_ms: time }, time);
         }
