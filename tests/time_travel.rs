@@ -35,8 +35,9 @@ fn comparable(mut v: Value) -> Value {
 }
 
 fn agent_target(name: &str) -> Value {
+    // No shell syntax, so the agent is Weft's child and dies with it.
     let command = format!(
-        "{} agent --command 'echo done: {{description}}'",
+        "{} agent --command 'echo done'",
         common::weft_binary().display()
     );
     json!({
