@@ -53,7 +53,7 @@ impl Past {
             return Err(PastError::Beyond { at, head });
         }
         let mut base = self.nearest_built(at);
-        if let Some(live) = Some(self.live.read(State::clone)).filter(|s| s.sequence <= at) {
+        if let Some(live) = self.live.read(|s| (s.sequence <= at).then(|| s.clone())) {
             if base.as_ref().is_none_or(|b| b.sequence < live.sequence) {
                 base = Some(Arc::new(live));
             }
@@ -61,11 +61,21 @@ impl Past {
         if base.as_ref().is_some_and(|b| b.sequence == at) {
             return Ok(base.expect("checked"));
         }
-        let from_snapshot = match self.store.load_snapshot_at_or_before(at).await? {
-            Some((sequence, _)) if base.as_ref().is_some_and(|b| b.sequence >= sequence) => None,
-            Some((sequence, bytes)) => {
-                State::from_snapshot(&bytes).filter(|s| s.sequence == sequence)
-            }
+        // A kept snapshot is read only when it is nearer than the state already at hand.
+        let nearer = self
+            .store
+            .snapshot_sequences()
+            .await?
+            .into_iter()
+            .find(|s| *s <= at)
+            .filter(|s| base.as_ref().is_none_or(|b| b.sequence < *s));
+        let from_snapshot = match nearer {
+            Some(sequence) => match self.store.load_snapshot_at_or_before(sequence).await? {
+                Some((found, bytes)) if found == sequence => {
+                    State::from_snapshot(&bytes).filter(|s| s.sequence == sequence)
+                }
+                _ => None,
+            },
             None => None,
         };
         let mut state = match (from_snapshot, base) {

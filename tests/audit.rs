@@ -118,14 +118,7 @@ async fn events_written_behind_wefts_back_fail_verify_and_the_background_check()
     })
     .await;
     assert!(health["audit"]["checks"].as_u64() >= Some(5), "{health}");
-    let metrics = http
-        .get(weft.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(&weft).await;
     assert!(metrics.contains("weft_audit_ok 1"), "{metrics}");
 
     tamper(&nats).await;
@@ -145,14 +138,7 @@ async fn events_written_behind_wefts_back_fail_verify_and_the_background_check()
     .await;
     let failed = health["audit"]["failed"].to_string();
     assert!(failed.contains("unreadable"), "{health}");
-    let metrics = http
-        .get(weft.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(&weft).await;
     assert!(metrics.contains("weft_audit_ok 0"), "{metrics}");
     assert!(metrics.contains("weft_audit_failed_checks 3"), "{metrics}");
 }

@@ -278,14 +278,7 @@ async fn a_scripted_flow_shows_all_nineteen_event_types_in_order() {
     );
     assert_eq!(stats["totals"]["targets"], 1);
     assert_eq!(stats["totalProjects"], 1);
-    let metrics = http
-        .get(weft.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(&weft).await;
     assert!(
         metrics.contains(&format!(
             "weft_work_items{{project=\"default\",status=\"completed\"}} {}",

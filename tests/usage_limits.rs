@@ -110,14 +110,7 @@ async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it()
     .await;
     assert_eq!(item["attempts"], 0, "the attempt is not counted: {item}");
     assert_eq!(item["parked"]["until"], until.as_str());
-    let metrics = http
-        .get(weft.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(&weft).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("weft_agents{")
             && l.contains("status=\"paused\"")

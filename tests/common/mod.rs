@@ -364,6 +364,18 @@ pub fn client() -> ::reqwest::Client {
         .expect("http client")
 }
 
+/// `/metrics` as Prometheus scrapes it.
+pub async fn metrics_text(weft: &Weft) -> String {
+    client()
+        .get(weft.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Sends a request and returns the status and JSON body (Null when there is none).
 pub async fn call(request: ::reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("request sent");
