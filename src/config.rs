@@ -21,9 +21,26 @@ pub struct ServeConfig {
     /// Port of the HTTP API.
     #[arg(long, env = "API_PORT", default_value_t = 3000)]
     pub api_port: u16,
-    /// Comma-separated bearer tokens; unset or empty turns authentication off.
+    /// Comma-separated bearer tokens, each an admin of every project; unset or empty turns
+    /// authentication off (and tokens cannot be created through the API).
     #[arg(long, env = "API_TOKENS", hide_env_values = true, default_value = "")]
     pub api_tokens: String,
+    /// Requests per second each token created through the API may make (0: no limit);
+    /// over it, the API answers 429 with `Retry-After`.
+    #[arg(long, env = "WEFT_RATE_LIMIT_PER_SECOND", default_value_t = 50)]
+    pub rate_limit_per_second: u32,
+    /// Requests a token may make at once above its rate.
+    #[arg(long, env = "WEFT_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+    /// Whether the tokens of API_TOKENS are rate-limited too (by default they are not).
+    #[arg(long, env = "WEFT_RATE_LIMIT_API_TOKENS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rate_limit_api_tokens: bool,
+    /// A PEM certificate chain: with API_TLS_KEY, the API is served over HTTPS only.
+    #[arg(long, env = "API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The PEM private key of API_TLS_CERT.
+    #[arg(long, env = "API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
     /// Project used when a request names none.
     #[arg(long, env = "LOOMINAL_PROJECT_ID", default_value = "default")]
     pub default_project: String,

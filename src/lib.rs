@@ -3,6 +3,7 @@
 //! The edges (NATS, HTTP, processes) live here; deciding and folding are pure and live in
 //! the `decide` and `projections` crates.
 
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod audit;
@@ -24,5 +25,6 @@ pub mod registry;
 pub mod serve;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod warp;
 pub mod writer;

@@ -223,7 +223,14 @@ pub fn coordinator_event(
                 "workId": spin_up.and_then(|s| s.work_id.clone()),
             }),
         ),
-        Event::WorkRetried(_) | Event::SpinUpStopped(_) | Event::WriterElected(_) => return None,
+        Event::WorkRetried(_)
+        | Event::SpinUpStopped(_)
+        | Event::WriterElected(_)
+        // Who may do what is for admins to audit (`/api/events`), not for the live view.
+        | Event::TokenCreated(_)
+        | Event::TokenRevoked(_)
+        | Event::CredentialIssued(_)
+        | Event::CredentialRevoked(_) => return None,
     };
     if let Value::Object(fields) = &mut data {
         let mut full = Map::new();

@@ -235,6 +235,7 @@ async fn serve(
         store,
         client: client.clone(),
         default_project: config.default_project.clone(),
+        authentication: !config.tokens().is_empty(),
     });
     tasks.spawn(crate::api::ws::run_feed(state.clone(), shutdown.clone()));
     let tokens = config.tokens();
@@ -242,7 +243,13 @@ async fn serve(
         tracing::warn!("API_TOKENS is not set: the API accepts requests without authentication");
     }
     let address = format!("{}:{}", config.api_host, config.api_port);
-    let app = api::app(state, &tokens, config.max_body_bytes);
+    let keys = api::Keys {
+        api_tokens: tokens.iter().map(|t| crate::access::digest(t)).collect(),
+        limit_api_tokens: config.rate_limit_api_tokens,
+    };
+    let rate_limit = (config.rate_limit_per_second > 0)
+        .then_some((config.rate_limit_per_second, config.rate_limit_burst));
+    let app = api::app(state, keys, rate_limit, config.max_body_bytes);
     tracing::info!(%address, "API listening; docs at /api/docs");
     let stopping = {
         let (shutdown, leaving, leases) = (shutdown.clone(), leaving.clone(), leases.clone());
@@ -254,10 +261,23 @@ async fn serve(
             leases.release_all().await;
         }
     };
-    let served = Server::new(TcpListener::bind(address.clone()))
-        .run_with_graceful_shutdown(app, stopping, Some(Duration::from_secs(10)))
-        .await
-        .map_err(|e| format!("cannot serve on {address}: {e}"));
+    let served = match (&config.api_tls_cert, &config.api_tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::server_config(cert, key)?;
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .map_err(|e| format!("cannot serve on {address}: {e}"))?;
+            Server::new_with_acceptor(crate::tls::TlsAcceptor::new(listener, tls))
+                .run_with_graceful_shutdown(app, stopping, Some(Duration::from_secs(10)))
+                .await
+        }
+        _ => {
+            Server::new(TcpListener::bind(address.clone()))
+                .run_with_graceful_shutdown(app, stopping, Some(Duration::from_secs(10)))
+                .await
+        }
+    }
+    .map_err(|e| format!("cannot serve on {address}: {e}"));
     shutdown.cancel();
     leaving.cancel();
     served_all.cancel();

@@ -1,6 +1,6 @@
 //! Every rule of Weft as pure functions. A command and the state go in; the events to
 //! record come out, or the reason why not. One decider per aggregate ([`target`], [`work`],
-//! [`agent`], [`spin_up`], [`budget`]), the routing policy ([`routing`]) and the scheduler's rules
+//! [`agent`], [`spin_up`], [`budget`], [`access`]), the routing policy ([`routing`]) and the scheduler's rules
 //! ([`schedule`]).
 //!
 //! Nothing here does I/O, reads a clock or draws a random number: ids and the time come in
@@ -14,6 +14,7 @@
 //! writer per project decides every command in order against the state it alone changes,
 //! and the log refuses that writer's appends once another has been elected.
 
+pub mod access;
 pub mod agent;
 pub mod budget;
 mod rejection;
@@ -28,6 +29,7 @@ pub mod work;
 use events::Event;
 use projections::Project;
 
+pub use access::AccessCommand;
 pub use agent::AgentCommand;
 pub use budget::BudgetCommand;
 pub use rejection::{is_agent_type, is_env_name, is_rfc3339, FieldError, Rejection, Validation};
@@ -59,6 +61,13 @@ pub enum Command {
     Agent(AgentCommand),
     SpinUp(SpinUpCommand),
     Budget(BudgetCommand),
+    Access(AccessCommand),
+}
+
+impl From<AccessCommand> for Command {
+    fn from(c: AccessCommand) -> Self {
+        Command::Access(c)
+    }
 }
 
 impl From<BudgetCommand> for Command {
@@ -124,5 +133,6 @@ pub fn decide(
         Command::Agent(c) => agent::decide(c, project, settings),
         Command::SpinUp(c) => spin_up::decide(c, project),
         Command::Budget(c) => budget::decide(c, project),
+        Command::Access(c) => access::decide(c, project),
     }
 }

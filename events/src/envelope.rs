@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::access::{CredentialIssued, CredentialRevoked, TokenCreated, TokenRevoked};
 use crate::budget::{BudgetSet, BudgetWarned};
 use crate::spin_up::{
     SpinUpCompleted, SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered,
@@ -29,16 +30,22 @@ pub enum AggregateKind {
     Writer,
     /// The project's spending budget (one aggregate per project, id `budget`).
     Budget,
+    /// An API token (in the project [`crate::access::ACCESS_PROJECT`]).
+    Token,
+    /// NATS credentials of an agent of the project.
+    Credential,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 6] = [
+    pub const ALL: [AggregateKind; 8] = [
         AggregateKind::Target,
         AggregateKind::Work,
         AggregateKind::Agent,
         AggregateKind::SpinUp,
         AggregateKind::Writer,
         AggregateKind::Budget,
+        AggregateKind::Token,
+        AggregateKind::Credential,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +56,8 @@ impl AggregateKind {
             AggregateKind::SpinUp => "spinup",
             AggregateKind::Writer => "writer",
             AggregateKind::Budget => "budget",
+            AggregateKind::Token => "token",
+            AggregateKind::Credential => "credential",
         }
     }
 
@@ -119,6 +128,10 @@ events! {
     "writer.elected" => WriterElected(WriterElected), Writer;
     "budget.set" => BudgetSet(BudgetSet), Budget;
     "budget.warned" => BudgetWarned(BudgetWarned), Budget;
+    "token.created" => TokenCreated(TokenCreated), Token;
+    "token.revoked" => TokenRevoked(TokenRevoked), Token;
+    "credential.issued" => CredentialIssued(CredentialIssued), Credential;
+    "credential.revoked" => CredentialRevoked(CredentialRevoked), Credential;
 }
 
 /// One recorded fact with everything needed to audit it: who caused it, when, and what
@@ -304,7 +317,7 @@ mod tests {
             assert!(!unknown(name), "{name} is not the tag of any variant");
             assert!(seen.insert(*name), "{name} is declared twice");
         }
-        assert_eq!(seen.len(), 29);
+        assert_eq!(seen.len(), 33);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! as absent (`Option`/`default`) from old events; a change that is not additive bumps
 //! [`SCHEMA_VERSION`] and gets an upcaster in the `migrations` crate.
 
+pub mod access;
 pub mod budget;
 mod envelope;
 #[cfg(any(test, feature = "testing"))]

@@ -5,6 +5,7 @@
 //! Everything here is deterministic: ordered maps only, and every time comes from the
 //! event's envelope, never from the clock.
 
+pub mod access;
 pub mod agents;
 pub mod spin_ups;
 pub mod targets;
@@ -16,6 +17,7 @@ use events::Envelope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use access::{Credential, Credentials, Token, Tokens};
 pub use agents::{Agent, AgentStatus, Agents};
 pub use spin_ups::{SpinUp, SpinUpStatus, SpinUps};
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
@@ -52,6 +54,12 @@ pub struct Project {
     /// Reported cost by UTC day (days since the Unix epoch).
     #[serde(default)]
     pub spent_by_day: BTreeMap<u64, f64>,
+    /// API tokens: only the access project has any.
+    #[serde(default)]
+    pub tokens: Tokens,
+    /// NATS credentials issued to the project's agents.
+    #[serde(default)]
+    pub credentials: Credentials,
 }
 
 /// A project's spending budget.
@@ -126,6 +134,8 @@ impl Project {
                 }
                 _ => {}
             },
+            events::AggregateKind::Token => self.tokens.apply(envelope),
+            events::AggregateKind::Credential => self.credentials.apply(envelope),
             events::AggregateKind::Writer => {
                 if let events::Event::WriterElected(e) = &envelope.event {
                     self.writer = Some((e.instance.clone(), sequence));

@@ -56,10 +56,15 @@ impl AppState {
     }
 
     /// `read` on the state `seen` names, with that state's sequence.
-    pub fn read_seen<R>(&self, seen: &Seen, read: impl FnOnce(&State) -> R) -> (u64, R) {
+    pub fn read_seen<R>(
+        &self,
+        actor: &super::Actor,
+        seen: &Seen,
+        read: impl FnOnce(&State) -> R,
+    ) -> (u64, R) {
         match seen {
-            Seen::Live => self.commands.projection().read(|s| (s.sequence, read(s))),
-            Seen::Past(state) => (state.sequence, read(state)),
+            Seen::Live => self.read(actor, |s| (s.sequence, read(s))),
+            Seen::Past(state) => (state.sequence, read(&super::scoped(state, &actor.access))),
         }
     }
 }

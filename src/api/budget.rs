@@ -75,9 +75,11 @@ impl BudgetApi {
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))] project: Path<String>,
+        actor: Data<&Actor>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))] project: Path<String>,
     ) -> Result<Json<BudgetView>, ApiError> {
-        Ok(Json(app.budget_view(&project.0)))
+        let project = app.project(actor.0, Some(&project.0))?;
+        Ok(Json(app.budget_view(&project)))
     }
 
     /// Set (or remove) a project's daily budget. At it, new work waits in the queue until
@@ -91,20 +93,21 @@ impl BudgetApi {
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))] project: Path<String>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))] project: Path<String>,
         body: Json<Strict<BudgetRequest>>,
     ) -> Result<Json<BudgetView>, ApiError> {
         let body = body.0 .0;
+        let project = app.project(actor.0, Some(&project.0))?;
         app.coordinator
             .run(
                 &actor.context(),
-                &project.0,
+                &project,
                 BudgetCommand::Set {
                     max_cost_usd_per_day: body.max_cost_usd_per_day,
                     warn_at_fraction: body.warn_at_fraction,
                 },
             )
             .await?;
-        Ok(Json(app.budget_view(&project.0)))
+        Ok(Json(app.budget_view(&project)))
     }
 }

@@ -10,7 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::error::ApiError;
-use super::{AppState, Tag};
+use super::{Actor, AppState, Tag};
 use crate::time::rfc3339;
 
 pub struct ChannelsApi;
@@ -68,10 +68,14 @@ impl ChannelsApi {
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        actor: Data<&Actor>,
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<ChannelList>, ApiError> {
-        let project = app.project(project_id.0.as_deref())?;
+        let project = app.project(actor.0, project_id.0.as_deref())?;
         let js = app.store.jetstream();
         let prefix = format!("{project}_");
         let mut names = js.stream_names();
@@ -106,14 +110,18 @@ impl ChannelsApi {
     async fn messages(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))] name: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         /// 1-1000, default 50.
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<ChannelMessages>, ApiError> {
-        let project = app.project(project_id.0.as_deref())?;
+        let project = app.project(actor.0, project_id.0.as_deref())?;
         let limit = limit.0.unwrap_or(50);
         let mut messages = Vec::new();
         // A channel nobody has written to has no stream yet: no messages.

@@ -58,6 +58,7 @@ pub fn refine(spec: &mut Value) {
     times(spec);
     bearer_tokens(spec);
     middleware_statuses(spec);
+    roles(spec);
     closed_request_objects(spec);
     one_of_required(spec);
 }
@@ -107,6 +108,12 @@ fn unsigned_integers(value: &mut Value) {
 
 /// `asOf` is an RFC 3339 time (poem-openapi sees a string).
 fn times(spec: &mut Value) {
+    // What poem-openapi cannot say of a list's items or of a time in a body.
+    let token = &mut spec["components"]["schemas"]["TokenRequest"]["properties"];
+    if token.is_object() {
+        token["projects"]["items"]["pattern"] = json!("^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$");
+        token["expiresAt"]["format"] = json!("date-time");
+    }
     for (_, operation) in operations(spec) {
         let parameters = operation
             .get_mut("parameters")
@@ -169,7 +176,7 @@ fn bearer_tokens(spec: &mut Value) {
     spec["components"]["securitySchemes"]["bearer"] = json!({
         "type": "http",
         "scheme": "bearer",
-        "description": "A token of API_TOKENS. Required on every /api route when API_TOKENS is set."
+        "description": "A token of API_TOKENS (admin of every project) or one created with POST /api/tokens (a role and a project scope). Required on every /api route and /metrics when API_TOKENS is set. Each operation's `x-weft-role` is the least role it needs; a project outside the token's scope answers 404, as if it did not exist."
     });
     spec["security"] = json!([{"bearer": []}]);
     for (path, op) in operations(spec) {
@@ -199,6 +206,51 @@ fn middleware_statuses(spec: &mut Value) {
             responses
                 .entry("415")
                 .or_insert_with(|| error_response("The body is not `application/json`."));
+        }
+    }
+}
+
+/// The least role each operation needs (`x-weft-role`, and in its description), the 403
+/// for tokens of a lesser role, and the 429 of the per-token rate limit.
+fn roles(spec: &mut Value) {
+    let Some(paths) = spec["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if OPEN_PATHS.contains(&path.as_str()) {
+            continue;
+        }
+        let Some(methods) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in methods.iter_mut() {
+            let (Ok(parsed), Some(op)) = (
+                method.to_uppercase().parse::<poem::http::Method>(),
+                op.as_object_mut(),
+            ) else {
+                continue;
+            };
+            let role = crate::access::required_role(&parsed, path);
+            op.insert("x-weft-role".into(), json!(role.as_str()));
+            let words = format!("Needs the `{}` role.", role.as_str());
+            let description = match op.get("description").and_then(Value::as_str) {
+                Some(d) => format!("{d}\n\n{words}"),
+                None => words,
+            };
+            op.insert("description".into(), json!(description));
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if role != events::access::Role::Viewer {
+                responses.entry("403").or_insert_with(|| {
+                    error_response("The token's role may not do this (see `x-weft-role`).")
+                });
+            }
+            responses.entry("429").or_insert_with(|| {
+                error_response(
+                    "The token is over its request rate; `Retry-After` says when to retry.",
+                )
+            });
         }
     }
 }

@@ -28,11 +28,17 @@ pub enum ApiError {
     /// A bearer token is required and was missing or wrong.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// The token's role may not do this.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// The request conflicts with the current state (for example a duplicate name).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The token is over its request rate; `Retry-After` says when to come back.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The event log (NATS) is unreachable or too contended; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -56,7 +62,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(b)
             | ApiError::Unauthorized(b)
+            | ApiError::Forbidden(b)
             | ApiError::NotFound(b)
+            | ApiError::TooManyRequests(b)
             | ApiError::Conflict(b)
             | ApiError::Unavailable(b) => b.0.message,
         }
@@ -77,6 +85,18 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::NotFound(body("NotFound", message, None))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Forbidden(body("Forbidden", message, None))
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        ApiError::TooManyRequests(body("TooManyRequests", message, None))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::Conflict(body("Conflict", message, None))
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -143,6 +163,7 @@ pub fn to_json_response(err: poem::Error) -> Response {
     let name = match status {
         StatusCode::BAD_REQUEST => "ValidationError",
         StatusCode::UNAUTHORIZED => "Unauthorized",
+        StatusCode::FORBIDDEN => "Forbidden",
         StatusCode::NOT_FOUND => "NotFound",
         StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
         StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",

@@ -266,7 +266,9 @@ impl AppState {
             }),
             events::AggregateKind::SpinUp
             | events::AggregateKind::Writer
-            | events::AggregateKind::Budget => None,
+            | events::AggregateKind::Budget
+            | events::AggregateKind::Token
+            | events::AggregateKind::Credential => None,
         }
     }
 }
@@ -279,6 +281,7 @@ impl EventsApi {
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
+        caller: Data<&crate::api::Actor>,
         /// Only this project (default: all projects).
         #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
         project_id: Query<Option<String>>,
@@ -302,14 +305,24 @@ impl EventsApi {
     ) -> Result<Json<EventPage>, ApiError> {
         let limit = limit.0.unwrap_or(100) as usize;
         let kind = aggregate.0.map(events::AggregateKind::from);
-        let filter =
-            events::subject::filter(project_id.0.as_deref(), kind, aggregate_id.0.as_deref());
-        let selective = event_type.0.is_some() || actor.0.is_some() || correlation_id.0.is_some();
+        let project = match project_id.0.as_deref() {
+            // Weft's own records (tokens) are asked for by name, by admins of every project.
+            Some(p) if events::access::is_reserved_project(p) && caller.access.sees(p) => {
+                Some(p.to_string())
+            }
+            Some(p) => Some(app.project(caller.0, Some(p))?),
+            None => None,
+        };
+        let filter = events::subject::filter(project.as_deref(), kind, aggregate_id.0.as_deref());
+        let scoped = caller.access.projects.is_some();
+        let selective =
+            event_type.0.is_some() || actor.0.is_some() || correlation_id.0.is_some() || scoped;
         let wanted = |e: &events::Envelope| {
-            event_type
-                .0
-                .as_deref()
-                .is_none_or(|t| t == e.event.type_name())
+            caller.access.sees(&e.project)
+                && event_type
+                    .0
+                    .as_deref()
+                    .is_none_or(|t| t == e.event.type_name())
                 && actor.0.as_deref().is_none_or(|a| a == e.actor)
                 && correlation_id
                     .0

@@ -16,6 +16,7 @@ pub mod stats;
 pub mod strict;
 pub mod system;
 pub mod targets;
+pub mod tokens;
 pub mod usage;
 pub mod work;
 pub mod ws;
@@ -24,7 +25,9 @@ use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
-use sha2::{Digest, Sha256};
+use projections::State;
+
+use crate::access::Access;
 
 use crate::commands::{CommandContext, Commands};
 use crate::store::EventStore;
@@ -43,22 +46,28 @@ pub enum Tag {
     Agents,
     /// The audit log.
     Events,
+    /// Who may do what: API tokens.
+    Access,
 }
 
-/// Who is calling: `token:<fingerprint>` for a bearer token, `anonymous` without auth.
-/// Recorded as the actor of every event the request causes.
+/// Who is calling: a token's id (`tok_...`), `token:<fingerprint>` for one of
+/// `API_TOKENS`, `anonymous` without auth. Recorded as the actor of every event the
+/// request causes.
 #[derive(Clone, Debug)]
 pub struct Actor {
     pub name: String,
     /// The request's `X-Request-Id`, recorded as the correlation id of what it causes.
     pub request_id: Option<String>,
+    /// What it may do and see.
+    pub access: Access,
 }
 
 impl Actor {
-    fn named(name: String) -> Self {
+    fn new(name: String, access: Access) -> Self {
         Actor {
             name,
             request_id: None,
+            access,
         }
     }
 
@@ -69,6 +78,24 @@ impl Actor {
             causation_id: None,
         }
     }
+}
+
+/// The state as one request may see it: without the projects outside its token's scope
+/// (and Weft's own), so no handler can list, count or find them by mistake.
+pub fn scoped<'a>(state: &'a State, access: &Access) -> std::borrow::Cow<'a, State> {
+    let shown = |p: &str| access.sees(p) && !::events::access::is_reserved_project(p);
+    if state.projects.keys().all(|p| shown(p)) {
+        return std::borrow::Cow::Borrowed(state);
+    }
+    std::borrow::Cow::Owned(State {
+        sequence: state.sequence,
+        projects: state
+            .projects
+            .iter()
+            .filter(|(p, _)| shown(p))
+            .map(|(p, project)| (p.clone(), project.clone()))
+            .collect(),
+    })
 }
 
 /// Live view bookkeeping.
@@ -92,41 +119,76 @@ pub struct AppState {
     pub audits: crate::audit::Audits,
     pub client: async_nats::Client,
     pub default_project: String,
+    /// Whether requests need a token (API_TOKENS is set).
+    pub authentication: bool,
 }
 
 impl AppState {
-    /// The project a request means: the one it names, else the default.
-    pub fn project(&self, requested: Option<&str>) -> Result<String, ApiError> {
-        match requested {
-            None => Ok(self.default_project.clone()),
-            Some(p) if ::events::subject::is_valid_token(p) => Ok(p.to_string()),
-            Some(_) => Err(ApiError::validation(
-                "projectId",
-                "must be 1-128 letters, digits, '-' or '_'",
-            )),
+    /// The project a request means: the one it names, else the default (for a token that
+    /// does not see it, its first project). One outside the token's scope does not exist
+    /// for it.
+    pub fn project(&self, actor: &Actor, requested: Option<&str>) -> Result<String, ApiError> {
+        let project = match requested {
+            // A token that does not see the default project has its first one instead.
+            None => match &actor.access.projects {
+                Some(mine) if !mine.contains(&self.default_project) => {
+                    mine.iter().next().cloned().unwrap_or_default()
+                }
+                _ => self.default_project.clone(),
+            },
+            Some(p)
+                if ::events::subject::is_valid_token(p)
+                    && !::events::access::is_reserved_project(p) =>
+            {
+                p.to_string()
+            }
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "projectId",
+                    "must be 1-128 letters, digits, '-' or '_', not starting with '_'",
+                ))
+            }
+        };
+        if !actor.access.sees(&project) {
+            return Err(ApiError::not_found(format!("Project {project} not found")));
         }
+        Ok(project)
+    }
+
+    /// `read` on the live state as `actor` may see it.
+    pub fn read<R>(&self, actor: &Actor, read: impl FnOnce(&State) -> R) -> R {
+        self.commands
+            .projection()
+            .read(|s| read(&scoped(s, &actor.access)))
     }
 
     /// Finds a target by id or name in the named project; without one, in the default
     /// project, then by id in every project (ids are unique across projects).
     pub fn find_target(
         &self,
+        actor: &Actor,
         requested: Option<&str>,
         key: &str,
     ) -> Result<(String, TargetView), ApiError> {
-        self.find_target_seen(&at::Seen::Live, requested, key)
+        self.find_target_seen(actor, &at::Seen::Live, requested, key)
             .map(|(_, found)| found)
     }
 
     /// [`Self::find_target`] in the state `seen` names, with that state's sequence.
     pub fn find_target_seen(
         &self,
+        actor: &Actor,
         seen: &at::Seen,
         requested: Option<&str>,
         key: &str,
     ) -> Result<(u64, (String, TargetView)), ApiError> {
-        let project = self.project(requested)?;
-        let (sequence, found) = self.read_seen(seen, |s| {
+        // Without a project, the default one is looked in only if the token sees it (the
+        // scoped state has no other).
+        let project = match requested {
+            Some(_) => self.project(actor, requested)?,
+            None => self.default_project.clone(),
+        };
+        let (sequence, found) = self.read_seen(actor, seen, |s| {
             let view = |p: &str| {
                 s.project(p)
                     .and_then(|proj| proj.targets.get_by_id_or_name(key))
@@ -160,6 +222,7 @@ pub type Service = OpenApiService<
         channels::ChannelsApi,
         usage::UsageApi,
         budget::BudgetApi,
+        tokens::TokensApi,
     ),
     (),
 >;
@@ -176,6 +239,7 @@ pub fn service() -> Service {
             channels::ChannelsApi,
             usage::UsageApi,
             budget::BudgetApi,
+            tokens::TokensApi,
         ),
         "Weft",
         env!("CARGO_PKG_VERSION"),
@@ -215,12 +279,10 @@ fn docs(service: &Service) -> poem::Route {
     )
 }
 
-fn fingerprint(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
+/// Answered without a token: the dashboard's page, health, and the API's docs. `/metrics`
+/// is not: its labels name projects.
 fn is_open(path: &str) -> bool {
-    !(path == "/api" || path.starts_with("/api/"))
+    !(path == "/api" || path.starts_with("/api/") || path == "/metrics")
         || path == "/api/openapi.json"
         || path == "/api/docs"
         || path.starts_with("/api/docs/")
@@ -250,26 +312,47 @@ fn bearer_header(req: &Request) -> Result<String, ApiError> {
     Ok(token.trim().to_string())
 }
 
-/// Comparing digests rather than the tokens keeps the comparison's timing independent of
-/// how much of a guessed token is right.
-fn verify(token: &str, token_digests: &[String], rejection: &str) -> Result<Actor, ApiError> {
-    let digest = fingerprint(token.trim());
-    if token_digests.contains(&digest) {
-        Ok(Actor::named(format!("token:{}", &digest[..8])))
-    } else {
-        Err(unauthorized(rejection))
+/// Who the secret belongs to: one of `API_TOKENS` (admin of every project), or a token
+/// created through the API, while it is neither revoked nor expired.
+fn verify(app: &AppState, keys: &Keys, secret: &str, rejection: &str) -> Result<Actor, ApiError> {
+    let digest = crate::access::digest(secret);
+    if keys.api_tokens.contains(&digest) {
+        return Ok(Actor::new(
+            format!("token:{}", &digest[..8]),
+            Access {
+                rate_limited: keys.limit_api_tokens,
+                ..Access::everything()
+            },
+        ));
     }
+    let now = crate::time::now_ms();
+    let found = app.commands.projection().read(|s| {
+        s.project(::events::access::ACCESS_PROJECT)
+            .and_then(|p| p.tokens.by_hash(&digest))
+            .filter(|t| t.is_valid(now))
+            .map(|t| (t.id.clone(), t.role, t.projects.clone()))
+    });
+    let (id, role, projects) = found.ok_or_else(|| unauthorized(rejection))?;
+    Ok(Actor::new(
+        id,
+        Access {
+            role,
+            projects: projects.map(|p| p.into_iter().collect()),
+            rate_limited: true,
+        },
+    ))
 }
 
 /// Checks the bearer token before anything else looks at the request, so a caller
-/// without one learns nothing about validation rules. WebSocket clients (browsers)
+/// without one learns nothing about validation rules. WebSocket and SSE clients (browsers)
 /// cannot set headers: on `/api/ws` the token may also come as `?token=` or as
 /// `Sec-WebSocket-Protocol: bearer, <token>`.
-fn authenticate(req: &Request, token_digests: &[String]) -> Result<Actor, ApiError> {
+fn authenticate(app: &AppState, keys: &Keys, req: &Request) -> Result<Actor, ApiError> {
     if req.uri().path() != "/api/ws" {
         return verify(
+            app,
+            keys,
             &bearer_header(req)?,
-            token_digests,
             "Invalid authentication token",
         );
     }
@@ -291,12 +374,46 @@ fn authenticate(req: &Request, token_digests: &[String]) -> Result<Actor, ApiErr
         offered.get(at + 1).cloned()
     };
     match from_query.or_else(from_protocol) {
-        Some(token) => verify(&token, token_digests, "Invalid token"),
+        Some(token) => verify(app, keys, &token, "Invalid token"),
         None if req.headers().contains_key("authorization") => {
-            verify(&bearer_header(req)?, token_digests, "Invalid token")
+            verify(app, keys, &bearer_header(req)?, "Invalid token")
         }
         None => Err(unauthorized("No token provided")),
     }
+}
+
+/// What the API checks tokens against.
+pub struct Keys {
+    /// Digests of `API_TOKENS`; empty: authentication is off.
+    pub api_tokens: Vec<String>,
+    /// Whether `API_TOKENS` count against the rate limit too.
+    pub limit_api_tokens: bool,
+}
+
+/// Requests per second and burst of each rate-limited token; `None`: no limit.
+pub type RateLimit = Option<(u32, u32)>;
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// `Err` with the 429 to answer when the token is over its rate.
+fn within_rate(limiter: Option<&Limiter>, actor: &Actor) -> Result<(), Box<poem::Response>> {
+    let Some(limiter) = limiter.filter(|_| actor.access.rate_limited) else {
+        return Ok(());
+    };
+    limiter.check_key(&actor.name).map_err(|not_until| {
+        use governor::clock::Clock;
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = poem::IntoResponse::into_response(ApiError::too_many_requests(format!(
+            "this token is over its request rate; retry in {seconds} s"
+        )));
+        if let Ok(value) = seconds.max(1).to_string().parse() {
+            response
+                .headers_mut()
+                .insert(poem::http::header::RETRY_AFTER, value);
+        }
+        Box::new(response)
+    })
 }
 
 /// How much of a body that is too large is read (and dropped) before the 413 is sent, and
@@ -369,9 +486,20 @@ fn dashboard() -> poem::web::Html<&'static str> {
     poem::web::Html(include_str!("dashboard.html"))
 }
 
-pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> impl Endpoint {
+pub fn app(
+    state: Arc<AppState>,
+    keys: Keys,
+    rate_limit: RateLimit,
+    max_body_bytes: usize,
+) -> impl Endpoint {
     let service = service();
-    let token_digests: Arc<Vec<String>> = Arc::new(tokens.iter().map(|t| fingerprint(t)).collect());
+    let keys = Arc::new(keys);
+    let limiter: Option<Arc<Limiter>> = rate_limit.and_then(|(per_second, burst)| {
+        let quota = governor::Quota::per_second(std::num::NonZeroU32::new(per_second)?)
+            .allow_burst(std::num::NonZeroU32::new(burst.max(1))?);
+        Some(Arc::new(governor::RateLimiter::keyed(quota)))
+    });
+    let app_state = state.clone();
     Route::new()
         .nest("/api/docs", docs(&service))
         .at(
@@ -384,7 +512,7 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
         .nest("/", service)
         .data(state)
         .around(move |endpoint, mut req| {
-            let token_digests = token_digests.clone();
+            let (keys, limiter, app) = (keys.clone(), limiter.clone(), app_state.clone());
             async move {
                 // The API service nested at `/` shadows an exact `/` route in poem's router,
                 // so the dashboard's home is answered here.
@@ -392,13 +520,27 @@ pub fn app(state: Arc<AppState>, tokens: &[String], max_body_bytes: usize) -> im
                     return Ok(poem::web::Html(include_str!("dashboard.html")).into_response());
                 }
                 limit_body(&mut req, max_body_bytes).await?;
-                let mut actor = if token_digests.is_empty() || is_open(req.uri().path()) {
-                    Actor::named("anonymous".into())
+                let mut actor = if keys.api_tokens.is_empty() || is_open(req.uri().path()) {
+                    Actor::new("anonymous".into(), Access::everything())
                 } else {
-                    match authenticate(&req, &token_digests) {
+                    let actor = match authenticate(&app, &keys, &req) {
                         Ok(actor) => actor,
                         Err(e) => return Err(e.into()),
+                    };
+                    if let Err(too_many) = within_rate(limiter.as_deref(), &actor) {
+                        return Ok(*too_many);
                     }
+                    let needed = crate::access::required_role(req.method(), req.uri().path());
+                    if !actor.access.may(needed) {
+                        return Err(ApiError::forbidden(format!(
+                            "{} needs the {} role; this token is {}",
+                            req.uri().path(),
+                            needed.as_str(),
+                            actor.access.role.as_str()
+                        ))
+                        .into());
+                    }
+                    actor
                 };
                 actor.request_id = req
                     .headers()
@@ -442,7 +584,13 @@ mod tests {
         ] {
             assert!(is_open(open), "{open}");
         }
-        for closed in ["/api", "/api/targets", "/api/events", "/api/docsx"] {
+        for closed in [
+            "/api",
+            "/api/targets",
+            "/api/events",
+            "/api/docsx",
+            "/metrics",
+        ] {
             assert!(!is_open(closed), "{closed}");
         }
     }

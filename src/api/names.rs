@@ -136,6 +136,8 @@ words! {
         SpinUp = "spinup",
         Writer = "writer",
         Budget = "budget",
+        Token = "token",
+        Credential = "credential",
     }
 }
 
@@ -148,6 +150,8 @@ impl From<AggregateName> for events::AggregateKind {
             AggregateName::SpinUp => events::AggregateKind::SpinUp,
             AggregateName::Writer => events::AggregateKind::Writer,
             AggregateName::Budget => events::AggregateKind::Budget,
+            AggregateName::Token => events::AggregateKind::Token,
+            AggregateName::Credential => events::AggregateKind::Credential,
         }
     }
 }

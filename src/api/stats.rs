@@ -12,7 +12,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::at::AtResponse;
 use super::error::ApiError;
-use super::{AppState, Tag};
+use super::{Actor, AppState, Tag};
 use crate::live;
 use crate::time::{now_ms, rfc3339};
 
@@ -109,6 +109,7 @@ pub struct ProjectStats {
 }
 
 impl ProjectStats {
+    /// For a project the caller may see (the handlers check before).
     pub fn new(app: &AppState, project: &str, subscriptions: usize) -> Self {
         let counts = app.commands.projection().read(|s| {
             s.project(project)
@@ -159,6 +160,7 @@ impl StatsApi {
     async fn stats(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         /// The state after the event at this sequence (or the last one before it).
         at: Query<Option<u64>>,
         /// The state after the last event recorded at or before this time.
@@ -166,7 +168,7 @@ impl StatsApi {
         as_of: Query<Option<String>>,
     ) -> Result<AtResponse<GlobalStats>, ApiError> {
         let seen = app.seen(at.0, as_of.0.as_deref()).await?;
-        let (sequence, stats) = app.read_seen(&seen, |s| {
+        let (sequence, stats) = app.read_seen(actor.0, &seen, |s| {
             let by_project: BTreeMap<String, ProjectTotals> = s
                 .projects
                 .iter()
@@ -210,11 +212,8 @@ impl StatsApi {
         method = "get",
         operation_id = "listProjects"
     )]
-    async fn projects(&self, app: Data<&Arc<AppState>>) -> Json<ProjectList> {
-        let projects: Vec<String> = app
-            .commands
-            .projection()
-            .read(|s| s.projects.keys().cloned().collect());
+    async fn projects(&self, app: Data<&Arc<AppState>>, actor: Data<&Actor>) -> Json<ProjectList> {
+        let projects: Vec<String> = app.read(actor.0, |s| s.projects.keys().cloned().collect());
         Json(ProjectList {
             timestamp: rfc3339(now_ms()),
             count: projects.len(),
@@ -231,17 +230,18 @@ impl StatsApi {
     async fn project(
         &self,
         app: Data<&Arc<AppState>>,
-        #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))] project: Path<String>,
+        actor: Data<&Actor>,
+        #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))] project: Path<String>,
     ) -> Result<Json<ProjectStats>, ApiError> {
-        let project = app.project(Some(&project.0))?;
+        let project = app.project(actor.0, Some(&project.0))?;
         Ok(Json(ProjectStats::new(&app, &project, 0)))
     }
 }
 
 /// `/metrics`: OpenMetrics text, as Prometheus scrapes it.
 #[poem::handler]
-pub fn metrics(app: Data<&Arc<AppState>>) -> poem::Response {
-    let out = app.commands.projection().read(|s| {
+pub fn metrics(app: Data<&Arc<AppState>>, actor: Data<&Actor>) -> poem::Response {
+    let out = app.read(actor.0, |s| {
         crate::metrics::render(
             s,
             crate::metrics::Observed {

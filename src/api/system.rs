@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::at::AtResponse;
 use super::error::ApiError;
-use super::{AppState, Tag};
+use super::{Actor, AppState, Tag};
 use crate::time::{now_ms, rfc3339};
 
 pub struct SystemApi;
@@ -181,6 +181,7 @@ impl SystemApi {
     async fn state(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         /// The state after the event at this sequence (or the last one before it).
         at: Query<Option<u64>>,
         /// The state after the last event recorded at or before this time.
@@ -188,7 +189,7 @@ impl SystemApi {
         as_of: Query<Option<String>>,
     ) -> Result<AtResponse<StateDigest>, ApiError> {
         let seen = app.seen(at.0, as_of.0.as_deref()).await?;
-        let (sequence, digest) = app.read_seen(&seen, |s| StateDigest {
+        let (sequence, digest) = app.read_seen(actor.0, &seen, |s| StateDigest {
             sequence: s.sequence,
             digest: s.digest(),
             projects: s.projects.len(),

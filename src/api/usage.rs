@@ -11,7 +11,7 @@ use poem_openapi::{Enum, Object, OpenApi};
 
 use super::error::ApiError;
 use super::work::UsageView;
-use super::{AppState, Tag};
+use super::{Actor, AppState, Tag};
 use crate::time::rfc3339;
 
 pub struct UsageApi;
@@ -83,14 +83,22 @@ impl UsageApi {
     async fn usage(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         /// Only this project (default: every project).
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         #[oai(name = "groupBy")] group_by: Query<Option<UsageGroupBy>>,
     ) -> Result<Json<UsageReport>, ApiError> {
         let group_by = group_by.0.unwrap_or(UsageGroupBy::Project);
-        let only = project_id.0;
-        let (lines, total) = app.commands.projection().read(|s| {
+        let only = project_id
+            .0
+            .as_deref()
+            .map(|p| app.project(actor.0, Some(p)))
+            .transpose()?;
+        let (lines, total) = app.read(actor.0, |s| {
             let mut lines: BTreeMap<String, Sum> = BTreeMap::new();
             let mut total = Sum::default();
             for (name, p) in s

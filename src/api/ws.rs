@@ -15,7 +15,8 @@ use poem::{handler, IntoResponse};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
+use super::{Actor, AppState};
+use crate::access::Access;
 use crate::live::{self, TOPICS};
 use crate::time::{now_ms, rfc3339};
 
@@ -25,6 +26,8 @@ const MAX_RESUME: u64 = 100_000;
 /// An event in the live view's shape, mapped and serialized once for every client.
 pub struct LiveEvent {
     pub sequence: u64,
+    /// Whose it is: a session sees only its token's projects.
+    pub project: String,
     pub topic: &'static str,
     pub data: Value,
     pub text: String,
@@ -51,6 +54,7 @@ pub async fn run_feed(app: Arc<AppState>, shutdown: tokio_util::sync::Cancellati
                     let text = event_text(topic, &data);
                     let _ = app.live.feed.send(Arc::new(LiveEvent {
                         sequence,
+                        project: envelope.project.clone(),
                         topic,
                         data,
                         text,
@@ -84,11 +88,15 @@ struct Subscription {
 }
 
 #[handler]
-pub async fn upgrade(ws: WebSocket, app: Data<&Arc<AppState>>) -> impl IntoResponse {
-    let app = app.0.clone();
+pub async fn upgrade(
+    ws: WebSocket,
+    app: Data<&Arc<AppState>>,
+    actor: Data<&Actor>,
+) -> impl IntoResponse {
+    let (app, access) = (app.0.clone(), actor.0.access.clone());
     // Browsers offer `bearer, <token>` as subprotocols; the server must pick one.
     ws.protocols(vec!["bearer"])
-        .on_upgrade(move |socket| async move { session(app, socket).await })
+        .on_upgrade(move |socket| async move { session(app, access, socket).await })
 }
 
 fn now() -> String {
@@ -122,7 +130,7 @@ fn event_message(topic: &str, data: &Value) -> Message {
     Message::Text(event_text(topic, data))
 }
 
-async fn session(app: Arc<AppState>, socket: WebSocketStream) {
+async fn session(app: Arc<AppState>, access: Access, socket: WebSocketStream) {
     app.live.connections.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let mut live = app.live.feed.subscribe();
@@ -139,7 +147,7 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                for reply in handle(&app, &text, &mut subscriptions).await {
+                for reply in handle(&app, &access, &text, &mut subscriptions).await {
                     if !deliver(&mut sink, reply).await {
                         break 'session;
                     }
@@ -148,7 +156,7 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
             event = live.recv() => match event {
                                 Ok(event) => {
                     let Some(sub) = subscriptions.get(event.topic) else { continue };
-                    if event.sequence <= sub.delivered_up_to || !live::matches(event.topic, &sub.filter, &event.data) {
+                    if !access.sees(&event.project) || event.sequence <= sub.delivered_up_to || !live::matches(event.topic, &sub.filter, &event.data) {
                         continue;
                     }
                     if !deliver(&mut sink, Message::Text(event.text.clone())).await {
@@ -188,6 +196,7 @@ async fn session(app: Arc<AppState>, socket: WebSocketStream) {
 
 async fn handle(
     app: &AppState,
+    access: &Access,
     text: &str,
     subscriptions: &mut HashMap<String, Subscription>,
 ) -> Vec<Message> {
@@ -208,12 +217,19 @@ async fn handle(
                 ))];
             }
             let filter = message["filter"].as_object().cloned().unwrap_or_default();
+            if let Some(project) = filter.get("projectId").and_then(Value::as_str) {
+                if !access.sees(project) {
+                    return vec![error(format!("Project {project} not found"))];
+                }
+            } else if topic == "stats" && !access.sees(&app.default_project) {
+                return vec![error("stats need a projectId this token may see")];
+            }
             let mut replies = vec![Message::Text(
                 json!({"type": "ack", "subscribed": topic, "timestamp": now()}).to_string(),
             )];
             let mut delivered_up_to = 0;
             if let Some(after) = message.get("after").and_then(Value::as_u64) {
-                match missed_events(app, &topic, &filter, after).await {
+                match missed_events(app, access, &topic, &filter, after).await {
                     Ok((mut events, up_to)) => {
                         replies.append(&mut events);
                         delivered_up_to = up_to;
@@ -248,6 +264,7 @@ async fn handle(
 /// is folded in now; live events after that come through the broadcast.
 async fn missed_events(
     app: &AppState,
+    access: &Access,
     topic: &str,
     filter: &Map<String, Value>,
     after: u64,
@@ -275,6 +292,9 @@ async fn missed_events(
             let Ok(envelope) = migrations::decode(&bytes) else {
                 continue;
             };
+            if !access.sees(&envelope.project) {
+                continue;
+            }
             let mapped = app
                 .commands
                 .projection()

@@ -1,6 +1,7 @@
 //! The integration suite as one test binary: one link instead of one per file, which keeps a
 //! cold build's disk and link time down. Each module is one area, run against real servers.
 
+mod access;
 mod api_contract;
 mod audit;
 mod bad_input;

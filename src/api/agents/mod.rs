@@ -27,9 +27,9 @@ pub use types::*;
 pub struct AgentsApi;
 
 impl AppState {
-    /// Every agent, Weft's first, optionally of one project.
-    fn agents(&self, project: Option<&str>) -> Vec<AgentView> {
-        let mut views: Vec<AgentView> = self.commands.projection().read(|s| {
+    /// Every agent `actor` may see, Weft's first, optionally of one project.
+    fn agents(&self, actor: &Actor, project: Option<&str>) -> Vec<AgentView> {
+        let mut views: Vec<AgentView> = self.read(actor, |s| {
             s.projects
                 .iter()
                 .filter(|(name, _)| project.is_none_or(|p| p == *name))
@@ -43,6 +43,7 @@ impl AppState {
             .all()
             .iter()
             .map(|(k, e)| AgentView::warp(k, e))
+            .filter(|v| actor.access.sees(&v.project_id))
             .filter(|v| project.is_none_or(|p| v.project_id == p))
             .collect();
         for view in &mut views {
@@ -58,8 +59,8 @@ impl AppState {
         views
     }
 
-    fn find_agent(&self, guid: &str) -> Result<AgentView, ApiError> {
-        self.agents(None)
+    fn find_agent(&self, actor: &Actor, guid: &str) -> Result<AgentView, ApiError> {
+        self.agents(actor, None)
             .into_iter()
             .find(|a| a.guid == guid)
             .ok_or_else(|| ApiError::not_found(format!("Agent with GUID {guid} not found")))
@@ -113,10 +114,14 @@ impl AgentsApi {
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         #[oai(name = "type")] agent_type: Query<Option<String>>,
         status: Query<Option<AgentStatusName>>,
         capability: Query<Option<String>>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
@@ -124,7 +129,7 @@ impl AgentsApi {
         let project = project_id
             .0
             .as_deref()
-            .map(|p| app.project(Some(p)))
+            .map(|p| app.project(actor.0, Some(p)))
             .transpose()?;
         let hash = filter_hash(&[
             ("agentType", agent_type.0.as_deref()),
@@ -134,7 +139,7 @@ impl AgentsApi {
         ]);
         let page = pagination::page(cursor.0.as_deref(), limit.0, &hash)?;
         let matching: Vec<AgentView> = app
-            .agents(project.as_deref())
+            .agents(actor.0, project.as_deref())
             .into_iter()
             .filter(|a| agent_type.0.as_ref().is_none_or(|t| &a.agent_type == t))
             .filter(|a| status.0.is_none_or(|s| a.status == s))
@@ -170,6 +175,7 @@ impl AgentsApi {
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         guid: Path<String>,
         /// The agent as it was after the event at this sequence (or the last one before it).
         at: Query<Option<u64>>,
@@ -179,7 +185,7 @@ impl AgentsApi {
     ) -> Result<AtResponse<AgentView>, ApiError> {
         let seen = app.seen(at.0, as_of.0.as_deref()).await?;
         let live = matches!(seen, Seen::Live);
-        let (sequence, native) = app.read_seen(&seen, |s| {
+        let (sequence, native) = app.read_seen(actor.0, &seen, |s| {
             s.projects.iter().find_map(|(name, p)| {
                 p.agents.get(&guid.0).map(|a| {
                     let mut view = AgentView::native(&app, name, a);
@@ -192,7 +198,7 @@ impl AgentsApi {
         });
         let view = match native {
             Some(view) => view,
-            None if live => app.find_agent(&guid.0)?,
+            None if live => app.find_agent(actor.0, &guid.0)?,
             None => {
                 return Err(ApiError::not_found(format!(
                     "Agent with GUID {} not found",
@@ -213,6 +219,7 @@ impl AgentsApi {
     async fn history(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         guid: Path<String>,
         /// Only events after this sequence.
         after: Query<Option<u64>>,
@@ -220,7 +227,7 @@ impl AgentsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<EventPage>, ApiError> {
-        let agent = app.find_agent(&guid.0)?;
+        let agent = app.find_agent(actor.0, &guid.0)?;
         app.history(
             &agent.project_id,
             events::AggregateKind::Agent,
@@ -245,7 +252,7 @@ impl AgentsApi {
         body: OptionalBody<ShutdownBody>,
     ) -> Result<Json<ShutdownResponse>, ApiError> {
         let graceful = body.0.and_then(|b| b.graceful).unwrap_or(true);
-        let agent = app.find_agent(&guid.0)?;
+        let agent = app.find_agent(actor.0, &guid.0)?;
         app.shutdown_agent(&actor, &agent, graceful, "manual")
             .await?;
         Ok(Json(ShutdownResponse {
@@ -268,7 +275,7 @@ impl AgentsApi {
         actor: Data<&Actor>,
         guid: Path<String>,
     ) -> Result<Json<AgentView>, ApiError> {
-        let agent = app.find_agent(&guid.0)?;
+        let agent = app.find_agent(actor.0, &guid.0)?;
         if agent.source == "warp" && agent.paused_reason.is_none() {
             return Ok(Json(agent));
         }
@@ -282,7 +289,7 @@ impl AgentsApi {
                 },
             )
             .await?;
-        Ok(Json(app.find_agent(&guid.0)?))
+        Ok(Json(app.find_agent(actor.0, &guid.0)?))
     }
 
     /// Ask several agents to shut down, by GUID or by filter.
@@ -303,9 +310,9 @@ impl AgentsApi {
         let project = body
             .project_id
             .as_deref()
-            .map(|p| app.project(Some(p)))
+            .map(|p| app.project(actor.0, Some(p)))
             .transpose()?;
-        let all = app.agents(project.as_deref());
+        let all = app.agents(actor.0, project.as_deref());
         let selected: Vec<(String, Option<AgentView>)> = match (&body.agent_guids, &body.filter) {
             (None, None) => {
                 return Err(ApiError::bad_request(

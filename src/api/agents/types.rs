@@ -178,7 +178,7 @@ pub struct AgentList {
 pub struct ShutdownBody {
     /// Finish running work first (default true).
     pub graceful: Option<bool>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
 }
 
@@ -211,7 +211,7 @@ pub struct ShutdownBatchRequest {
     pub graceful: Option<bool>,
     pub grace_period_ms: Option<u64>,
     pub reason: Option<ShutdownReason>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
 }
 

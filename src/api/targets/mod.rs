@@ -29,6 +29,7 @@ const MECHANISM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3
 pub struct TargetsApi;
 
 fn changed(project: &str, app: &AppState, key: &str, message: String) -> TargetChanged {
+    // Read right after the request changed it, in a project it may see.
     let target = app.commands.projection().read(|s| {
         s.project(project)
             .and_then(|p| p.targets.get_by_id_or_name(key))
@@ -49,6 +50,7 @@ impl TargetsApi {
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         /// Agent type.
         #[oai(name = "type")]
         agent_type: Query<Option<String>>,
@@ -60,12 +62,15 @@ impl TargetsApi {
         mechanism: Query<Option<MechanismName>>,
         #[oai(name = "healthStatus")] health_status: Query<Option<HealthStatusName>>,
         tag: Query<Option<String>>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
     ) -> Result<ListResponse, ApiError> {
-        let project = app.project(project_id.0.as_deref())?;
+        let project = app.project(actor.0, project_id.0.as_deref())?;
         let deprecated = (classification.0.is_some() && boundary.0.is_none())
             .then(|| "classification (use boundary instead)".to_string());
         let boundary = boundary.0.or(classification.0);
@@ -93,7 +98,7 @@ impl TargetsApi {
             })?),
             None => None,
         };
-        let (targets, total, last) = app.commands.projection().read(|s| {
+        let (targets, total, last) = app.read(actor.0, |s| {
             let Some(p) = s.project(&project) else {
                 return (Vec::new(), 0, None);
             };
@@ -157,7 +162,10 @@ impl TargetsApi {
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         body: Json<RegisterBody>,
     ) -> Result<CreatedResponse, ApiError> {
@@ -168,7 +176,10 @@ impl TargetsApi {
                 "give boundaries or its alias classifications, not both",
             ));
         }
-        let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
+        let project = app.project(
+            actor.0,
+            body.project_id.as_deref().or(project_id.0.as_deref()),
+        )?;
         let target_id = uuid::Uuid::new_v4().to_string();
         let command = TargetCommand::Register {
             target_id: target_id.clone(),
@@ -211,8 +222,12 @@ impl TargetsApi {
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         /// The target as it was after the event at this sequence (or the last one before it).
         at: Query<Option<u64>>,
@@ -221,7 +236,8 @@ impl TargetsApi {
         as_of: Query<Option<String>>,
     ) -> Result<AtResponse<TargetView>, ApiError> {
         let seen = app.seen(at.0, as_of.0.as_deref()).await?;
-        let (sequence, (_, view)) = app.find_target_seen(&seen, project_id.0.as_deref(), &id.0)?;
+        let (sequence, (_, view)) =
+            app.find_target_seen(actor.0, &seen, project_id.0.as_deref(), &id.0)?;
         Ok(AtResponse::Ok(Json(view), sequence))
     }
 
@@ -235,8 +251,12 @@ impl TargetsApi {
     async fn history(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         /// Only events after this sequence.
         after: Query<Option<u64>>,
@@ -244,7 +264,7 @@ impl TargetsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<EventPage>, ApiError> {
-        let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let (project, view) = app.find_target(actor.0, project_id.0.as_deref(), &id.0)?;
         app.history(
             &project,
             events::AggregateKind::Target,
@@ -266,12 +286,16 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         body: Json<Strict<TargetUpdateRequest>>,
     ) -> Result<Json<TargetView>, ApiError> {
         let body = body.0 .0;
         let (project, _) = app.find_target(
+            actor.0,
             body.project_id.as_deref().or(project_id.0.as_deref()),
             &id.0,
         )?;
@@ -319,10 +343,13 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<TargetChanged>, ApiError> {
-        let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let (project, _) = app.find_target(actor.0, project_id.0.as_deref(), &id.0)?;
         app.commands
             .execute(
                 &actor.context(),
@@ -348,10 +375,13 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<TargetChanged>, ApiError> {
-        let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let (project, _) = app.find_target(actor.0, project_id.0.as_deref(), &id.0)?;
         let recorded = app
             .commands
             .execute(
@@ -382,12 +412,15 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         /// Why, recorded in the event and shown as `disabledReason`.
         reason: Query<Option<String>>,
     ) -> Result<Json<TargetChanged>, ApiError> {
-        let (project, _) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let (project, _) = app.find_target(actor.0, project_id.0.as_deref(), &id.0)?;
         let recorded = app
             .commands
             .execute(
@@ -423,10 +456,13 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<HealthCheckResult>, ApiError> {
-        let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let (project, view) = app.find_target(actor.0, project_id.0.as_deref(), &id.0)?;
         let outcome = app
             .coordinator
             .check_health(&actor.context(), &project, &view.id)
@@ -452,10 +488,13 @@ impl TargetsApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<SpinUpResponse>, ApiError> {
-        let (project, view) = app.find_target(project_id.0.as_deref(), &id.0)?;
+        let (project, view) = app.find_target(actor.0, project_id.0.as_deref(), &id.0)?;
         let operation = app
             .coordinator
             .spin_up_by_hand(&actor.context(), &project, &view.id)
@@ -495,12 +534,18 @@ impl TargetsApi {
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         body: Json<Strict<DisableBatchRequest>>,
     ) -> Result<Json<DisableBatchResponse>, ApiError> {
         let body = body.0 .0;
-        let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
+        let project = app.project(
+            actor.0,
+            body.project_id.as_deref().or(project_id.0.as_deref()),
+        )?;
         let keys: Vec<String> = match (&body.target_ids, &body.filter) {
             (None, None) => {
                 return Err(ApiError::bad_request(
@@ -511,7 +556,7 @@ impl TargetsApi {
             (None, Some(filter)) => {
                 let status = filter.status.map(TargetStatus::from);
                 let mechanism = filter.mechanism.map(events::target::Mechanism::from);
-                app.commands.projection().read(|s| {
+                app.read(actor.0, |s| {
                     s.project(&project).map_or_else(Vec::new, |p| {
                         p.targets
                             .iter()

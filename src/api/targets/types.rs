@@ -182,7 +182,7 @@ pub struct TargetRegisterRequest {
     /// `false` registers it disabled (default `true`).
     pub enabled: Option<bool>,
     /// The project (default `LOOMINAL_PROJECT_ID`).
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
 }
 
@@ -293,7 +293,7 @@ pub struct TargetUpdateRequest {
     pub tags: Option<Vec<String>>,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub max_agents: Option<i64>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
 }
 
@@ -342,7 +342,7 @@ pub struct DisableBatchRequest {
     /// Accepted for compatibility: a disabled target is never used for spin-ups anyway.
     pub prevent_spin_up: Option<bool>,
     pub reason: Option<String>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
 }
 

@@ -28,22 +28,26 @@ impl AppState {
     /// Finds a work item by id: in the named project, or in any (ids are unique).
     pub fn find_work(
         &self,
+        actor: &Actor,
         requested: Option<&str>,
         id: &str,
     ) -> Result<(String, WorkView), ApiError> {
-        self.find_work_seen(&Seen::Live, requested, id)
+        self.find_work_seen(actor, &Seen::Live, requested, id)
             .map(|(_, found)| found)
     }
 
     /// [`Self::find_work`] in the state `seen` names, with that state's sequence.
     pub fn find_work_seen(
         &self,
+        actor: &Actor,
         seen: &Seen,
         requested: Option<&str>,
         id: &str,
     ) -> Result<(u64, (String, WorkView)), ApiError> {
-        let only = requested.map(|p| self.project(Some(p))).transpose()?;
-        let (sequence, found) = self.read_seen(seen, |s| {
+        let only = requested
+            .map(|p| self.project(actor, Some(p)))
+            .transpose()?;
+        let (sequence, found) = self.read_seen(actor, seen, |s| {
             s.projects
                 .iter()
                 .filter(|(name, _)| only.as_ref().is_none_or(|o| o == *name))
@@ -127,12 +131,18 @@ impl WorkApi {
         actor: Data<&Actor>,
         #[oai(name = "Idempotency-Key", validator(max_length = 256, pattern = r"\S"))]
         idempotency_key: Header<Option<String>>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         body: Json<Strict<WorkSubmitRequest>>,
     ) -> Result<SubmitResponse, ApiError> {
         let body = body.0 .0;
-        let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
+        let project = app.project(
+            actor.0,
+            body.project_id.as_deref().or(project_id.0.as_deref()),
+        )?;
         let Some(boundary) = body.boundary.or(body.classification) else {
             return Err(ApiError::validation(
                 "boundary",
@@ -229,18 +239,22 @@ impl WorkApi {
     async fn list(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         status: Query<Option<WorkStatusName>>,
         boundary: Query<Option<String>>,
         /// Deprecated alias of `boundary`.
         classification: Query<Option<String>>,
         capability: Query<Option<String>>,
         #[oai(name = "assignedTo")] assigned_to: Query<Option<String>>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
     ) -> Result<ListResponse, ApiError> {
-        let project = app.project(project_id.0.as_deref())?;
+        let project = app.project(actor.0, project_id.0.as_deref())?;
         let deprecated = (classification.0.is_some() && boundary.0.is_none())
             .then(|| "classification (use boundary instead)".to_string());
         let boundary = boundary.0.or(classification.0);
@@ -253,7 +267,7 @@ impl WorkApi {
         ]);
         let page = pagination::page(cursor.0.as_deref(), limit.0, &hash)?;
         let after = page.after.as_deref().map(parse_position).transpose()?;
-        let (items, total, last) = app.commands.projection().read(|s| {
+        let (items, total, last) = app.read(actor.0, |s| {
             let Some(p) = s.project(&project) else {
                 return (Vec::new(), 0, None);
             };
@@ -309,8 +323,12 @@ impl WorkApi {
     async fn get(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         /// The item as it was after the event at this sequence (or the last one before it).
         at: Query<Option<u64>>,
@@ -319,7 +337,8 @@ impl WorkApi {
         as_of: Query<Option<String>>,
     ) -> Result<AtResponse<WorkView>, ApiError> {
         let seen = app.seen(at.0, as_of.0.as_deref()).await?;
-        let (sequence, (_, view)) = app.find_work_seen(&seen, project_id.0.as_deref(), &id.0)?;
+        let (sequence, (_, view)) =
+            app.find_work_seen(actor.0, &seen, project_id.0.as_deref(), &id.0)?;
         Ok(AtResponse::Ok(Json(view), sequence))
     }
 
@@ -333,8 +352,12 @@ impl WorkApi {
     async fn history(
         &self,
         app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         /// Only events after this sequence.
         after: Query<Option<u64>>,
@@ -342,7 +365,7 @@ impl WorkApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<i64>>,
     ) -> Result<Json<EventPage>, ApiError> {
-        let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
+        let (project, _) = app.find_work(actor.0, project_id.0.as_deref(), &id.0)?;
         app.history(
             &project,
             events::AggregateKind::Work,
@@ -365,14 +388,17 @@ impl WorkApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<WorkChanged>, ApiError> {
-        let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
+        let (project, _) = app.find_work(actor.0, project_id.0.as_deref(), &id.0)?;
         let changed = app
             .cancel_one(&actor, &project, &id.0, Some("user-requested".into()))
             .await?;
-        let (_, view) = app.find_work(Some(&project), &id.0)?;
+        let (_, view) = app.find_work(actor.0, Some(&project), &id.0)?;
         Ok(Json(WorkChanged {
             success: true,
             message: if changed {
@@ -395,10 +421,13 @@ impl WorkApi {
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
         id: Path<String>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
     ) -> Result<Json<WorkChanged>, ApiError> {
-        let (project, _) = app.find_work(project_id.0.as_deref(), &id.0)?;
+        let (project, _) = app.find_work(actor.0, project_id.0.as_deref(), &id.0)?;
         app.commands
             .execute(
                 &actor.context(),
@@ -408,7 +437,7 @@ impl WorkApi {
                 },
             )
             .await?;
-        let (_, view) = app.find_work(Some(&project), &id.0)?;
+        let (_, view) = app.find_work(actor.0, Some(&project), &id.0)?;
         Ok(Json(WorkChanged {
             success: true,
             message: format!("Work item {} queued again", id.0),
@@ -426,12 +455,18 @@ impl WorkApi {
         &self,
         app: Data<&Arc<AppState>>,
         actor: Data<&Actor>,
-        #[oai(name = "projectId", validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
         project_id: Query<Option<String>>,
         body: Json<Strict<CancelBatchRequest>>,
     ) -> Result<Json<CancelBatchResponse>, ApiError> {
         let body = body.0 .0;
-        let project = app.project(body.project_id.as_deref().or(project_id.0.as_deref()))?;
+        let project = app.project(
+            actor.0,
+            body.project_id.as_deref().or(project_id.0.as_deref()),
+        )?;
         let ids: Vec<String> = match (&body.work_item_ids, &body.filter) {
             (None, None) => {
                 return Err(ApiError::bad_request(
@@ -441,7 +476,7 @@ impl WorkApi {
             (Some(ids), _) => ids.clone(),
             (None, Some(f)) => {
                 let status = f.status.map(WorkStatus::from);
-                app.commands.projection().read(|s| {
+                app.read(actor.0, |s| {
                     s.project(&project).map_or_else(Vec::new, |p| {
                         p.work
                             .iter()

@@ -332,7 +332,7 @@ pub struct WorkSubmitRequest {
     /// Attempts before the item is dead-lettered (default 3).
     #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
     pub max_attempts: Option<i64>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
     /// Work on it in a git worktree of its own (see `WorkspaceRequest`).
     pub workspace: Option<WorkspaceRequest>,
@@ -427,7 +427,7 @@ pub struct CancelBatchRequest {
     pub reason: Option<CancelReason>,
     /// Accepted for compatibility; cancelled work is not reassigned.
     pub reassign: Option<bool>,
-    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
+    #[oai(validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$"))]
     pub project_id: Option<String>,
 }
 
