@@ -267,8 +267,7 @@ impl AppState {
             events::AggregateKind::SpinUp
             | events::AggregateKind::Writer
             | events::AggregateKind::Budget
-            | events::AggregateKind::Token
-            | events::AggregateKind::Credential => None,
+            | events::AggregateKind::Token => None,
         }
     }
 }

@@ -137,7 +137,6 @@ words! {
         Writer = "writer",
         Budget = "budget",
         Token = "token",
-        Credential = "credential",
     }
 }
 
@@ -151,7 +150,6 @@ impl From<AggregateName> for events::AggregateKind {
             AggregateName::Writer => events::AggregateKind::Writer,
             AggregateName::Budget => events::AggregateKind::Budget,
             AggregateName::Token => events::AggregateKind::Token,
-            AggregateName::Credential => events::AggregateKind::Credential,
         }
     }
 }

@@ -393,6 +393,43 @@ async fn every_operation_answers_by_role_and_scope() {
         .as_(&operator, "GET", &format!("/api/work/{id}/history"), None)
         .await;
     assert_eq!(history["events"][0]["actor"], operator_id, "{history}");
+
+    // No secret anywhere in the log or in what the API answers afterwards: every event
+    // (as an admin of every project reads them) and every list.
+    let mut secrets: Vec<String> = tokens.iter().map(|(_, s)| s.clone()).collect();
+    secrets.extend([ADMIN.to_string(), operator]);
+    let mut answers = Vec::new();
+    let mut after = 0;
+    for _ in 0..100 {
+        let page = fleet
+            .admin(
+                "GET",
+                &format!("/api/events?after={after}&limit=1000"),
+                None,
+            )
+            .await;
+        answers.push(page.to_string());
+        after = page["nextAfter"].as_u64().unwrap_or(after);
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    for path in listed.iter().chain(&["/api/tokens", "/api/state"]) {
+        answers.push(fleet.admin("GET", path, None).await.to_string());
+    }
+    answers.push(fleet.weft.log_text());
+    for secret in &secrets {
+        for answer in &answers {
+            assert!(
+                !answer.contains(secret.as_str()),
+                "a secret leaked: {answer}"
+            );
+        }
+    }
+    assert!(
+        answers[0].contains("token.created"),
+        "the scan read the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -537,4 +574,113 @@ async fn a_token_over_its_rate_gets_429_and_others_are_still_served() {
         let (status, _) = fleet.as_(ADMIN, "GET", "/api/work", None).await;
         assert_eq!(status, 200, "API_TOKENS are not limited by default");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_certificate_the_api_speaks_https_only() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let server = NatsServer::start();
+    let port = common::free_port();
+    let log = dir.path().join("weft.log");
+    let mut child = std::process::Command::new(common::weft_binary())
+        .arg("serve")
+        .env_remove("API_TOKENS")
+        .env("NATS_URL", server.url())
+        .env("API_HOST", "127.0.0.1")
+        .env("API_PORT", port.to_string())
+        .env("API_TLS_CERT", &cert)
+        .env("API_TLS_KEY", &key)
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weft starts");
+    weft::mechanism::install_crypto_provider();
+    let pinned = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("pem");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(pinned)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = format!("https://127.0.0.1:{port}/health");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(response) = https.get(&url).send().await {
+            status = Some(response.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plain = client()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        status,
+        Some(200),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(plain.is_err(), "plain HTTP is not answered: {plain:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shuttle_creates_lists_and_revokes_tokens() {
+    let fleet = Fleet::start(&[]).await;
+    let home = tempfile::tempdir().expect("home");
+    let shuttle = |secret: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shuttle"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("WEFT_API_URL", fleet.weft.url(""))
+            .env("WEFT_API_TOKEN", secret)
+            .output()
+            .expect("shuttle runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, text, err) = shuttle(
+        ADMIN,
+        &[
+            "tokens",
+            "create",
+            "ci",
+            "--role",
+            "operator",
+            "--projects",
+            "alpha",
+            "--json",
+        ],
+    );
+    assert!(ok, "{text}{err}");
+    let created: Value = serde_json::from_str(&text).expect("json");
+    let (id, secret) = (
+        created["token"]["id"].as_str().expect("id").to_string(),
+        created["secret"].as_str().expect("secret").to_string(),
+    );
+    let (ok, table, _) = shuttle(ADMIN, &["tokens", "list"]);
+    assert!(
+        ok && table.contains(&id) && table.contains("operator") && table.contains("alpha"),
+        "{table}"
+    );
+    assert!(!table.contains(&secret), "{table}");
+    let (ok, _, err) = shuttle(&secret, &["tokens", "list"]);
+    assert!(
+        !ok && err.contains("admin"),
+        "an operator may not list tokens: {err}"
+    );
+    let (ok, text, err) = shuttle(ADMIN, &["tokens", "revoke", &id]);
+    assert!(ok && text.contains("revoked"), "{text}{err}");
+    let (ok, _, err) = shuttle(&secret, &["work", "list"]);
+    assert!(!ok, "a revoked token is refused: {err}");
 }

@@ -37,6 +37,9 @@ pub(crate) enum Command {
     /// Manage spin-up targets.
     #[command(subcommand)]
     Targets(Box<TargetsCommand>),
+    /// Create, list and revoke API tokens (an admin's).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Counts over every project.
     Stats,
     /// What the agents' CLIs reported the work cost, totalled.
@@ -63,6 +66,29 @@ pub(crate) enum Command {
     Watch,
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create a token; its secret is printed this once.
+    Create {
+        /// Who or what uses it.
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// The projects it may see, comma-separated; none: every project.
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<String>,
+        /// When it stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List,
+    /// Revoke a token by id: from now on it is refused.
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]

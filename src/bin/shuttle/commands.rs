@@ -82,6 +82,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Tokens(command) => tokens(&ctx, command).await,
         Command::Stats => {
             let stats = ctx.api.get("/api/stats").await?;
             if ctx.json {
@@ -318,4 +319,77 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Targets(command) => targets(&ctx, *command).await,
     }
+}
+
+const TOKEN_HEADERS: [&str; 6] = ["ID", "NAME", "ROLE", "PROJECTS", "STATUS", "EXPIRES"];
+
+fn token_row(t: &Value) -> Vec<String> {
+    let projects = t["projects"].as_array().map_or("all".to_string(), |p| {
+        p.iter().map(text_of).collect::<Vec<_>>().join(",")
+    });
+    vec![
+        text_of(&t["id"]),
+        text_of(&t["name"]),
+        text_of(&t["role"]),
+        projects,
+        text_of(&t["status"]),
+        text_of(&t["expiresAt"]),
+    ]
+}
+
+async fn tokens(ctx: &crate::config::Context, command: TokensCommand) -> Result<(), CliError> {
+    let answer = match command {
+        TokensCommand::Create {
+            name,
+            role,
+            projects,
+            expires_at,
+        } => {
+            let mut body = json!({"name": name, "role": role});
+            if !projects.is_empty() {
+                body["projects"] = json!(projects);
+            }
+            if let Some(at) = expires_at {
+                body["expiresAt"] = json!(at);
+            }
+            let created = ctx
+                .api
+                .call(Method::POST, "/api/tokens", Some(&body))
+                .await?;
+            if !ctx.json {
+                table(&TOKEN_HEADERS, vec![token_row(&created["token"])]);
+                println!("secret (shown once): {}", text_of(&created["secret"]));
+                return Ok(());
+            }
+            created
+        }
+        TokensCommand::List => {
+            let list = ctx.api.get("/api/tokens").await?;
+            if !ctx.json {
+                let rows = list["tokens"]
+                    .as_array()
+                    .map(|t| t.iter().map(token_row).collect())
+                    .unwrap_or_default();
+                table(&TOKEN_HEADERS, rows);
+                return Ok(());
+            }
+            list
+        }
+        TokensCommand::Revoke { id } => {
+            let revoked = ctx
+                .api
+                .call(Method::DELETE, &format!("/api/tokens/{}", enc(&id)), None)
+                .await?;
+            if !ctx.json {
+                table(&TOKEN_HEADERS, vec![token_row(&revoked)]);
+                return Ok(());
+            }
+            revoked
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).unwrap_or_default()
+    );
+    Ok(())
 }
