@@ -44,7 +44,7 @@ async fn agent(
         .expect("subscribe");
     let reply = client
         .request(
-            protocol::rpc_subject("default", protocol::REGISTER),
+            protocol::rpc_subject("default", protocol::REGISTER, &id),
             serde_json::to_vec(&register).expect("json").into(),
         )
         .await
@@ -62,7 +62,7 @@ async fn agent(
                 };
                 let _ = client
                     .request(
-                        protocol::rpc_subject("default", protocol::HEARTBEAT),
+                        protocol::rpc_subject("default", protocol::HEARTBEAT, &id),
                         serde_json::to_vec(&hb).expect("json").into(),
                     )
                     .await;
@@ -82,14 +82,14 @@ async fn agent(
             let mut report = protocol::WorkReport::on(&id, &a.work_id, &a.lease_id);
             let _ = client
                 .request(
-                    protocol::rpc_subject("default", protocol::ACCEPT),
+                    protocol::rpc_subject("default", protocol::ACCEPT, &id),
                     serde_json::to_vec(&report).expect("json").into(),
                 )
                 .await;
             report.message = Some("done".into());
             let r = client
                 .request(
-                    protocol::rpc_subject("default", protocol::COMPLETE),
+                    protocol::rpc_subject("default", protocol::COMPLETE, &id),
                     serde_json::to_vec(&report).expect("json").into(),
                 )
                 .await;

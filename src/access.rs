@@ -51,10 +51,10 @@ impl Access {
 }
 
 /// The role a request needs: reading needs a viewer; changing work and agents an
-/// operator; everything else (targets, budgets, tokens) an admin. Listing tokens is an
-/// admin's too.
+/// operator; everything else (targets, budgets, tokens, credentials) an admin. Listing
+/// tokens or credentials is an admin's too.
 pub fn required_role(method: &Method, path: &str) -> Role {
-    let admin_reads = ["/api/tokens"];
+    let admin_reads = ["/api/tokens", "/api/credentials"];
     let admin_only = admin_reads
         .iter()
         .any(|p| path == *p || path.starts_with(&format!("{p}/")));
@@ -111,6 +111,7 @@ mod tests {
             (Method::PUT, "/api/projects/p/budget", Role::Admin),
             (Method::GET, "/api/tokens", Role::Admin),
             (Method::DELETE, "/api/tokens/tok_1", Role::Admin),
+            (Method::GET, "/api/credentials", Role::Admin),
             (Method::POST, "/api/workx", Role::Admin),
         ];
         for (method, path, role) in cases {

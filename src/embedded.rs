@@ -63,6 +63,9 @@ fn binary_version(path: &Path) -> Option<String> {
 
 pub struct EmbeddedNats {
     url: String,
+    /// Weft's own NKey seed for this run: only in memory, its public key in the config.
+    seed: String,
+    gate: Gate,
     pid: Arc<AtomicU32>,
     stopping: Arc<AtomicBool>,
     supervisor: Option<JoinHandle<()>>,
@@ -76,6 +79,112 @@ fn free_port() -> std::io::Result<u16> {
     )
 }
 
+/// The file nats-server includes for its users: rewritten (then reloaded) whenever the
+/// credentials Weft issued change.
+const AUTHORIZATION_FILE: &str = "authorization.conf";
+
+/// An agent nats-server lets in: its issued public key, confined to its own subjects.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AgentUser {
+    pub project: String,
+    pub agent_id: String,
+    pub public_key: String,
+}
+
+/// The users block: Weft with every permission, each agent with its own subjects only
+/// (its requests, its pushes, its own reply inbox), so none can publish to `weft.ev.>`,
+/// read another agent's or project's subjects, or speak for another agent.
+fn authorization(weft_key: &str, agents: &[AgentUser]) -> String {
+    let mut out = String::from(
+        "# Written by weft from the credentials it issued; edits are lost.\nauthorization {\n  users = [\n",
+    );
+    out.push_str(&format!("    {{nkey: {weft_key}}}\n"));
+    for a in agents {
+        out.push_str(&format!(
+            "    {{nkey: {key}, permissions: {{publish: {{allow: [{rpc:?}]}}, subscribe: {{allow: [{pushes:?}, {inbox:?}]}}}}}}\n",
+            key = a.public_key,
+            rpc = crate::protocol::rpc_subjects_of(&a.project, &a.agent_id),
+            pushes = crate::protocol::agent_subjects_of(&a.project, &a.agent_id),
+            inbox = format!("{}.>", crate::protocol::inbox_prefix(&a.agent_id)),
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// Lets Weft's own key and `agents` in, and no one else; a running server rereads it at
+/// once (SIGHUP), disconnecting whoever is no longer allowed.
+#[derive(Clone)]
+pub struct Gate {
+    path: PathBuf,
+    weft_key: String,
+    pid: Arc<AtomicU32>,
+}
+
+impl Gate {
+    pub fn allow(&self, agents: &[AgentUser]) -> Result<(), String> {
+        let text = authorization(&self.weft_key, agents);
+        if fs::read_to_string(&self.path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        let staged = self.path.with_extension("new");
+        fs::write(&staged, &text)
+            .and_then(|_| fs::rename(&staged, &self.path))
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            // SAFETY: signalling our own child's pid; SIGHUP makes nats-server reload.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+        }
+        tracing::info!(agents = agents.len(), "NATS users reloaded");
+        Ok(())
+    }
+}
+
+/// Keeps the gate at the credentials the log holds: at start, then at every issue or
+/// revocation (and after a lag, in case one was missed), until `shutdown`.
+pub async fn keep_gate(
+    gate: Gate,
+    projection: Arc<crate::projector::Projection>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let users = || {
+        projection.read(|s| {
+            s.projects
+                .iter()
+                .flat_map(|(project, p)| {
+                    p.credentials.valid().map(move |c| AgentUser {
+                        project: project.clone(),
+                        agent_id: c.agent_id.clone(),
+                        public_key: c.public_key.clone(),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut live = projection.live();
+    let allow = |agents: Vec<AgentUser>| {
+        if let Err(e) = gate.allow(&agents) {
+            tracing::error!("{e}");
+        }
+    };
+    allow(users());
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = live.recv() => next,
+        };
+        match next {
+            Ok(applied) if applied.1.aggregate == events::AggregateKind::Credential => {
+                allow(users())
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => allow(users()),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 fn write_config(dir: &Path, port: u16, sync: &str) -> std::io::Result<PathBuf> {
     let store = dir.join("jetstream");
     fs::create_dir_all(&store)?;
@@ -85,7 +194,7 @@ fn write_config(dir: &Path, port: u16, sync: &str) -> std::io::Result<PathBuf> {
         format!("  sync_interval: {sync}\n")
     };
     let config = format!(
-        "# Written by weft at every start; edits are lost.\nlisten: 127.0.0.1:{port}\nserver_name: weft-embedded\njetstream {{\n  store_dir: {store:?}\n{sync_line}}}\n"
+        "# Written by weft at every start; edits are lost.\nlisten: 127.0.0.1:{port}\nserver_name: weft-embedded\njetstream {{\n  store_dir: {store:?}\n{sync_line}}}\ninclude {AUTHORIZATION_FILE:?}\n"
     );
     let path = dir.join("nats-server.conf");
     fs::write(&path, config)?;
@@ -147,10 +256,21 @@ impl EmbeddedNats {
         };
         let config = write_config(&dir, port, sync)
             .map_err(|e| format!("cannot write nats-server config: {e}"))?;
+        let weft = nkeys::KeyPair::new_user();
+        let seed = weft
+            .seed()
+            .map_err(|e| format!("cannot make Weft's NATS key: {e}"))?;
+        let pid = Arc::new(AtomicU32::new(0));
+        let gate = Gate {
+            path: dir.join(AUTHORIZATION_FILE),
+            weft_key: weft.public_key(),
+            pid: pid.clone(),
+        };
+        // Until the log is read, only Weft itself.
+        gate.allow(&[])?;
         let log = dir.join("nats-server.log");
         let url = format!("nats://127.0.0.1:{port}");
 
-        let pid = Arc::new(AtomicU32::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let supervisor = {
@@ -178,9 +298,11 @@ impl EmbeddedNats {
         let binary = ready_rx
             .recv()
             .map_err(|_| "the nats-server supervisor stopped unexpectedly".to_string())??;
-        tracing::info!(url, binary = %binary.display(), data = %dir.display(), "embedded nats-server started; agents can join at this URL");
+        tracing::info!(url, binary = %binary.display(), data = %dir.display(), "embedded nats-server started; agents can join at this URL with credentials from POST /api/credentials");
         Ok(Self {
             url,
+            seed,
+            gate,
             pid,
             stopping,
             supervisor: Some(supervisor),
@@ -189,6 +311,19 @@ impl EmbeddedNats {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How Weft itself logs in.
+    pub fn login(&self) -> crate::nats::Login {
+        crate::nats::Login {
+            nkey_seed: Some(self.seed.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Who else may log in.
+    pub fn gate(&self) -> Gate {
+        self.gate.clone()
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s) and waits for it to exit.

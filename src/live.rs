@@ -228,7 +228,9 @@ pub fn coordinator_event(
         | Event::WriterElected(_)
         // Who may do what is for admins to audit (`/api/events`), not for the live view.
         | Event::TokenCreated(_)
-        | Event::TokenRevoked(_) => return None,
+        | Event::TokenRevoked(_)
+        | Event::CredentialIssued(_)
+        | Event::CredentialRevoked(_) => return None,
     };
     if let Value::Object(fields) = &mut data {
         let mut full = Map::new();

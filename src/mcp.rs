@@ -66,6 +66,7 @@ impl Session {
             &self.client,
             &self.member.project,
             operation,
+            &self.id,
             body,
             ANSWER_WITHIN,
         )
@@ -617,13 +618,7 @@ impl ServerHandler for WeftTools {
 /// session still holds goes back to the queue).
 pub async fn run(config: McpConfig) -> Result<(), String> {
     let id = config.member.checked_id()?;
-    let client = crate::nats::connect(
-        &config.member.nats_url,
-        config.member.nats_user.as_deref(),
-        config.member.nats_pass.as_deref(),
-        crate::nats::connections(),
-    )
-    .await;
+    let client = config.member.connect(&id).await?;
     let pushes = client
         .subscribe(protocol::agent_subject(&config.member.project, &id, ">"))
         .await

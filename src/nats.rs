@@ -66,12 +66,27 @@ pub fn connections() -> Connections {
     Arc::new(watch::channel(0).0)
 }
 
-fn options(
-    user: Option<&str>,
-    pass: Option<&str>,
-    url: &str,
-    connected: Connections,
-) -> ConnectOptions {
+/// Who connects: a user and password (also in the URL), or an NKey seed (Weft's own, or
+/// the credentials Weft issued to an agent, whose replies then come to its own inbox).
+#[derive(Clone, Debug, Default)]
+pub struct Login {
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub nkey_seed: Option<String>,
+    pub inbox_prefix: Option<String>,
+}
+
+impl Login {
+    pub fn password(user: Option<&str>, pass: Option<&str>) -> Self {
+        Login {
+            user: user.map(String::from),
+            pass: pass.map(String::from),
+            ..Default::default()
+        }
+    }
+}
+
+fn options(login: &Login, url: &str, connected: Connections) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .name("weft")
         .max_reconnects(None)
@@ -93,31 +108,33 @@ fn options(
     let in_url = servers(url)
         .into_iter()
         .find_map(|u| split_credentials(u).1);
-    match (in_url, user) {
+    match (in_url, &login.user) {
         (Some((user, pass)), _) => options = options.user_and_password(user, pass),
         (None, Some(user)) => {
-            options = options.user_and_password(user.into(), pass.unwrap_or_default().into())
+            options =
+                options.user_and_password(user.clone(), login.pass.clone().unwrap_or_default())
         }
         (None, None) => {}
+    }
+    if let Some(seed) = &login.nkey_seed {
+        options = options.nkey(seed.clone());
+    }
+    if let Some(prefix) = &login.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix.clone());
     }
     options
 }
 
 /// Connects, retrying until it works. Cancel by dropping the future. `connected` counts
 /// every (re)connection after the first.
-pub async fn connect(
-    url: &str,
-    user: Option<&str>,
-    pass: Option<&str>,
-    connected: Connections,
-) -> Client {
+pub async fn connect(url: &str, login: &Login, connected: Connections) -> Client {
     use backon::Retryable;
     let addresses: Vec<String> = servers(url)
         .into_iter()
         .map(|u| split_credentials(u).0)
         .collect();
     let attempt = || async {
-        options(user, pass, url, connected.clone())
+        options(login, url, connected.clone())
             .connect(addresses.as_slice())
             .await
     };

@@ -1,7 +1,10 @@
 //! The agent protocol on NATS, shared by Weft and `weft agent`. JSON, so agents can be
 //! written in any language; `docs/agent-protocol.md` describes it for people.
 //!
-//! Agent -> Weft (request/reply, queue group `weft`): `weft.rpc.<project>.<operation>`.
+//! Agent -> Weft (request/reply, queue group `weft`): `weft.rpc.<project>.<operation>.<agentId>`
+//! (the agent id last, so nats-server can confine an agent's credentials to its own
+//! requests; Weft refuses a body that names another agent). `weft.rpc.<project>.<operation>`
+//! without it is still answered, for agents of before (only where NATS has no authorization).
 //! Weft -> agent (push): `weft.agent.<project>.<agentId>.{assign,cancel,shutdown}`.
 //! Pushes are a shortcut: every heartbeat reply repeats what the agent should be running,
 //! so a push lost in a reconnect loses nothing.
@@ -10,8 +13,23 @@ use serde::{Deserialize, Serialize};
 
 pub const RPC_QUEUE_GROUP: &str = "weft";
 
-pub fn rpc_subject(project: &str, operation: &str) -> String {
-    format!("weft.rpc.{project}.{operation}")
+pub fn rpc_subject(project: &str, operation: &str, agent_id: &str) -> String {
+    format!("weft.rpc.{project}.{operation}.{agent_id}")
+}
+
+/// What an agent's NATS credentials may publish: its own requests, any operation.
+pub fn rpc_subjects_of(project: &str, agent_id: &str) -> String {
+    format!("weft.rpc.{project}.*.*.{agent_id}")
+}
+
+/// What an agent's NATS credentials may subscribe to: its pushes.
+pub fn agent_subjects_of(project: &str, agent_id: &str) -> String {
+    format!("weft.agent.{project}.{agent_id}.>")
+}
+
+/// The inbox prefix of an agent's replies, its own so no other agent can read them.
+pub fn inbox_prefix(agent_id: &str) -> String {
+    format!("_INBOX_{agent_id}")
 }
 
 pub fn agent_subject(project: &str, agent_id: &str, message: &str) -> String {
@@ -24,13 +42,14 @@ pub async fn call<B: Serialize, R: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     project: &str,
     operation: &str,
+    agent_id: &str,
     body: &B,
     timeout: std::time::Duration,
 ) -> Result<Reply<R>, String> {
     let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(
         timeout,
-        client.request(rpc_subject(project, operation), payload.into()),
+        client.request(rpc_subject(project, operation, agent_id), payload.into()),
     )
     .await
     .map_err(|_| format!("no answer from Weft within {} ms", timeout.as_millis()))?

@@ -55,11 +55,15 @@ pub async fn run(config: ServeConfig) -> Result<(), String> {
             Some(started)
         }
     };
-    let url = match &embedded {
-        Some(e) => e.url().to_string(),
-        None => config.nats_url.clone().unwrap_or_default(),
+    let (url, login, gate) = match &embedded {
+        Some(e) => (e.url().to_string(), e.login(), Some(e.gate())),
+        None => (
+            config.nats_url.clone().unwrap_or_default(),
+            crate::nats::Login::password(config.nats_user.as_deref(), config.nats_pass.as_deref()),
+            None,
+        ),
     };
-    let result = serve(&config, settings, &url, shutdown.clone()).await;
+    let result = serve(&config, settings, &url, &login, gate, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(embedded) = embedded {
         tokio::task::spawn_blocking(move || embedded.stop())
@@ -73,11 +77,13 @@ async fn serve(
     config: &ServeConfig,
     settings: decide::Settings,
     url: &str,
+    login: &crate::nats::Login,
+    gate: Option<crate::embedded::Gate>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let connections = crate::nats::connections();
     let client = tokio::select! {
-        client = crate::nats::connect(url, config.nats_user.as_deref(), config.nats_pass.as_deref(), connections.clone()) => client,
+        client = crate::nats::connect(url, login, connections.clone()) => client,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let topology = migrations::Topology {
@@ -165,7 +171,15 @@ async fn serve(
             .agent_nats_url
             .clone()
             .unwrap_or_else(|| url.to_string()),
+        gate.is_some(),
     );
+    if let Some(gate) = gate {
+        tasks.spawn(crate::embedded::keep_gate(
+            gate,
+            commands.projection().clone(),
+            shutdown.clone(),
+        ));
+    }
     let registry = Arc::new(WarpRegistry::default());
     tasks.spawn(coordinator.clone().run_scheduler(shutdown.clone()));
     tasks.spawn(coordinator.clone().carry_out_recorded(shutdown.clone()));

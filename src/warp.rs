@@ -180,6 +180,7 @@ impl WarpBridge {
                 &self.client,
                 &project,
                 protocol::DEREGISTER,
+                &guid,
                 &leave,
                 ANSWER_WITHIN,
             )
@@ -222,6 +223,7 @@ impl WarpBridge {
             &self.client,
             &agent.project_id,
             protocol::REGISTER,
+            &request.agent_id,
             &request,
             ANSWER_WITHIN,
         )
@@ -273,6 +275,7 @@ impl WarpBridge {
             &self.client,
             &project,
             protocol::HEARTBEAT,
+            guid,
             &request,
             ANSWER_WITHIN,
         )
@@ -506,8 +509,15 @@ impl WarpBridge {
             }
             _ => return Ok(()),
         };
-        let reply: Reply<Value> =
-            protocol::call(&self.client, &project, operation, &report, ANSWER_WITHIN).await?;
+        let reply: Reply<Value> = protocol::call(
+            &self.client,
+            &project,
+            operation,
+            &report.agent_id,
+            &report,
+            ANSWER_WITHIN,
+        )
+        .await?;
         if reply.code.as_deref() == Some(protocol::codes::UNAVAILABLE) {
             return Err(reply.error.unwrap_or_default());
         }

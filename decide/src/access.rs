@@ -1,7 +1,8 @@
-//! Who may do what: API tokens are created and revoked (in the access project). Secrets are
-//! made outside (they are random); only their digests come in here.
+//! Who may do what: API tokens are created and revoked (in the access project), NATS
+//! credentials are issued to and revoked from a project's agents. The secrets are made
+//! outside (they are random); only their digests and public keys come in here.
 
-use events::access::{Role, TokenCreated, TokenRevoked};
+use events::access::{CredentialIssued, CredentialRevoked, Role, TokenCreated, TokenRevoked};
 use events::Event;
 use projections::Project;
 
@@ -20,6 +21,17 @@ pub enum AccessCommand {
         now_ms: u64,
     },
     RevokeToken {
+        id: String,
+        reason: Option<String>,
+    },
+    IssueCredential {
+        id: String,
+        agent_id: String,
+        public_key: String,
+        spin_up_id: Option<String>,
+        target_id: Option<String>,
+    },
+    RevokeCredential {
         id: String,
         reason: Option<String>,
     },
@@ -86,6 +98,54 @@ pub fn decide(command: &AccessCommand, project: &Project) -> Result<Vec<Decision
                 vec![Decision::new(
                     id.clone(),
                     Event::TokenRevoked(TokenRevoked {
+                        reason: reason.clone(),
+                    }),
+                )]
+            })
+        }
+        AccessCommand::IssueCredential {
+            id,
+            agent_id,
+            public_key,
+            spin_up_id,
+            target_id,
+        } => {
+            let mut errors = Validation::default();
+            errors.check(
+                events::subject::is_valid_token(agent_id),
+                "agentId",
+                "must be 1-128 letters, digits, '-' or '_'",
+            );
+            errors.check(
+                public_key.len() == 56 && public_key.starts_with('U'),
+                "publicKey",
+                "must be an NKey user public key",
+            );
+            errors.finish(())?;
+            if project.credentials.get(id).is_some() {
+                return Err(Rejection::NameTaken(format!("credential {id} exists")));
+            }
+            Ok(vec![Decision::new(
+                id.clone(),
+                Event::CredentialIssued(CredentialIssued {
+                    agent_id: agent_id.clone(),
+                    public_key: public_key.clone(),
+                    spin_up_id: spin_up_id.clone(),
+                    target_id: target_id.clone(),
+                }),
+            )])
+        }
+        AccessCommand::RevokeCredential { id, reason } => {
+            let credential = project
+                .credentials
+                .get(id)
+                .ok_or_else(|| Rejection::NotFound(format!("Credential {id} not found")))?;
+            Ok(if credential.revoked_ms.is_some() {
+                vec![]
+            } else {
+                vec![Decision::new(
+                    id.clone(),
+                    Event::CredentialRevoked(CredentialRevoked {
                         reason: reason.clone(),
                     }),
                 )]
@@ -185,5 +245,35 @@ mod tests {
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "projects", "expiresAt"]);
+    }
+
+    #[test]
+    fn credentials_are_issued_for_one_agent_and_revoked() {
+        let mut project = Project::default();
+        let issue = AccessCommand::IssueCredential {
+            id: "cred_1".into(),
+            agent_id: "agent-1".into(),
+            public_key: format!("U{}", "A".repeat(55)),
+            spin_up_id: None,
+            target_id: None,
+        };
+        let issued = decide(&issue, &project).unwrap();
+        fold(&mut project, &issued);
+        assert_eq!(project.credentials.valid().count(), 1);
+        let revoke = AccessCommand::RevokeCredential {
+            id: "cred_1".into(),
+            reason: None,
+        };
+        let revoked = decide(&revoke, &project).unwrap();
+        fold(&mut project, &revoked);
+        assert_eq!(project.credentials.valid().count(), 0);
+        let bad = AccessCommand::IssueCredential {
+            id: "cred_2".into(),
+            agent_id: "a.b".into(),
+            public_key: "SUAAA".into(),
+            spin_up_id: None,
+            target_id: None,
+        };
+        assert!(matches!(decide(&bad, &project), Err(Rejection::Invalid(e)) if e.len() == 2));
     }
 }

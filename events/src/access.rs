@@ -1,6 +1,6 @@
-//! Events of who may do what: API tokens with a role and a project scope. Only a secret's
-//! digest is recorded; the secret is shown once, to whoever created it, and never written
-//! anywhere.
+//! Events of who may do what: API tokens with a role and a project scope, and the NATS
+//! credentials Weft issues to agents. Only digests and public keys are recorded; a secret
+//! is shown once, to whoever created it, and never written anywhere.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,29 @@ pub struct TokenCreated {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRevoked {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// NATS credentials were issued to an agent of the project (aggregate id: the
+/// credential's id). The agent holds the NKey seed; the log holds the public key, which
+/// is what nats-server checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialIssued {
+    /// The only agent id these credentials may register as.
+    pub agent_id: String,
+    pub public_key: String,
+    #[serde(default)]
+    pub spin_up_id: Option<String>,
+    #[serde(default)]
+    pub target_id: Option<String>,
+}
+
+/// Credentials were revoked: nats-server forgets them and disconnects whoever used them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRevoked {
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::access::{TokenCreated, TokenRevoked};
+use crate::access::{CredentialIssued, CredentialRevoked, TokenCreated, TokenRevoked};
 use crate::budget::{BudgetSet, BudgetWarned};
 use crate::spin_up::{
     SpinUpCompleted, SpinUpFailed, SpinUpStarted, SpinUpStopped, SpinUpTriggered,
@@ -32,10 +32,12 @@ pub enum AggregateKind {
     Budget,
     /// An API token (in the project [`crate::access::ACCESS_PROJECT`]).
     Token,
+    /// NATS credentials of an agent of the project.
+    Credential,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 7] = [
+    pub const ALL: [AggregateKind; 8] = [
         AggregateKind::Target,
         AggregateKind::Work,
         AggregateKind::Agent,
@@ -43,6 +45,7 @@ impl AggregateKind {
         AggregateKind::Writer,
         AggregateKind::Budget,
         AggregateKind::Token,
+        AggregateKind::Credential,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl AggregateKind {
             AggregateKind::Writer => "writer",
             AggregateKind::Budget => "budget",
             AggregateKind::Token => "token",
+            AggregateKind::Credential => "credential",
         }
     }
 
@@ -126,6 +130,8 @@ events! {
     "budget.warned" => BudgetWarned(BudgetWarned), Budget;
     "token.created" => TokenCreated(TokenCreated), Token;
     "token.revoked" => TokenRevoked(TokenRevoked), Token;
+    "credential.issued" => CredentialIssued(CredentialIssued), Credential;
+    "credential.revoked" => CredentialRevoked(CredentialRevoked), Credential;
 }
 
 /// One recorded fact with everything needed to audit it: who caused it, when, and what
@@ -311,7 +317,7 @@ mod tests {
             assert!(!unknown(name), "{name} is not the tag of any variant");
             assert!(seen.insert(*name), "{name} is declared twice");
         }
-        assert_eq!(seen.len(), 31);
+        assert_eq!(seen.len(), 33);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Read model of who may do what: the API tokens (in the access project).
+//! Read models of who may do what: the API tokens (in the access project) and the NATS
+//! credentials issued to a project's agents.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,60 @@ impl Tokens {
             Event::TokenRevoked(_) => {
                 if let Some(t) = self.by_id.get_mut(id) {
                     t.revoked_ms.get_or_insert(envelope.time_ms);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    pub id: String,
+    pub agent_id: String,
+    pub public_key: String,
+    pub spin_up_id: Option<String>,
+    pub target_id: Option<String>,
+    pub issued_ms: u64,
+    pub revoked_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub by_id: BTreeMap<String, Credential>,
+}
+
+impl Credentials {
+    pub fn get(&self, id: &str) -> Option<&Credential> {
+        self.by_id.get(id)
+    }
+
+    /// Credentials nats-server should accept.
+    pub fn valid(&self) -> impl Iterator<Item = &Credential> {
+        self.by_id.values().filter(|c| c.revoked_ms.is_none())
+    }
+
+    pub fn apply(&mut self, envelope: &Envelope) {
+        let id = &envelope.aggregate_id;
+        match &envelope.event {
+            Event::CredentialIssued(e) => {
+                self.by_id.insert(
+                    id.clone(),
+                    Credential {
+                        id: id.clone(),
+                        agent_id: e.agent_id.clone(),
+                        public_key: e.public_key.clone(),
+                        spin_up_id: e.spin_up_id.clone(),
+                        target_id: e.target_id.clone(),
+                        issued_ms: envelope.time_ms,
+                        revoked_ms: None,
+                    },
+                );
+            }
+            Event::CredentialRevoked(_) => {
+                if let Some(c) = self.by_id.get_mut(id) {
+                    c.revoked_ms.get_or_insert(envelope.time_ms);
                 }
             }
             _ => {}

@@ -17,7 +17,7 @@ use events::Envelope;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use access::{Token, Tokens};
+pub use access::{Credential, Credentials, Token, Tokens};
 pub use agents::{Agent, AgentStatus, Agents};
 pub use spin_ups::{SpinUp, SpinUpStatus, SpinUps};
 pub use targets::{HealthStatus, Target, TargetStatus, Targets};
@@ -57,6 +57,9 @@ pub struct Project {
     /// API tokens: only the access project has any.
     #[serde(default)]
     pub tokens: Tokens,
+    /// NATS credentials issued to the project's agents.
+    #[serde(default)]
+    pub credentials: Credentials,
 }
 
 /// A project's spending budget.
@@ -132,6 +135,7 @@ impl Project {
                 _ => {}
             },
             events::AggregateKind::Token => self.tokens.apply(envelope),
+            events::AggregateKind::Credential => self.credentials.apply(envelope),
             events::AggregateKind::Writer => {
                 if let events::Event::WriterElected(e) = &envelope.event {
                     self.writer = Some((e.instance.clone(), sequence));

@@ -30,6 +30,11 @@ pub struct Membership {
     pub nats_user: Option<String>,
     #[arg(long, env = "NATS_PASS", hide_env_values = true)]
     pub nats_pass: Option<String>,
+    /// The NATS credentials Weft issued to this agent (`POST /api/credentials`; spun-up
+    /// agents are given theirs): the NKey seed, or a file holding it. They are valid for
+    /// the one agent id they were issued for: give it as `--agent-id`.
+    #[arg(long, env = "WEFT_AGENT_CREDENTIALS", hide_env_values = true)]
+    pub credentials: Option<String>,
     /// The project to work for.
     #[arg(
         long,
@@ -71,6 +76,28 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// Connects to Weft's NATS as agent `id`: with its issued credentials when it has any.
+    pub async fn connect(&self, id: &str) -> Result<async_nats::Client, String> {
+        let mut login =
+            crate::nats::Login::password(self.nats_user.as_deref(), self.nats_pass.as_deref());
+        // Replies come to an inbox of its own, which a server can keep other agents from.
+        login.inbox_prefix = Some(protocol::inbox_prefix(id));
+        if let Some(given) = &self.credentials {
+            let seed = if given.trim_start().starts_with("SU") {
+                given.trim().to_string()
+            } else {
+                std::fs::read_to_string(given)
+                    .map_err(|e| format!("cannot read the credentials file {given}: {e}"))?
+                    .trim()
+                    .to_string()
+            };
+            nkeys::KeyPair::from_seed(&seed)
+                .map_err(|e| format!("the credentials are not an NKey user seed: {e}"))?;
+            login.nkey_seed = Some(seed);
+        }
+        Ok(crate::nats::connect(&self.nats_url, &login, crate::nats::connections()).await)
+    }
+
     /// The agent's id (`--agent-id`, else a new UUID), once checked with the project.
     pub fn checked_id(&self) -> Result<String, String> {
         if !events::subject::is_valid_token(&self.project) {
@@ -218,6 +245,7 @@ impl Runtime {
             &self.client,
             &self.config.member.project,
             operation,
+            &self.id,
             body,
             timeout,
         )
@@ -434,13 +462,7 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
         return Err("the command to run (--command / AGENT_COMMAND) is empty".into());
     }
     let id = config.member.checked_id()?;
-    let client = crate::nats::connect(
-        &config.member.nats_url,
-        config.member.nats_user.as_deref(),
-        config.member.nats_pass.as_deref(),
-        crate::nats::connections(),
-    )
-    .await;
+    let client = config.member.connect(&id).await?;
     let mut pushes = client
         .subscribe(protocol::agent_subject(&config.member.project, &id, ">"))
         .await

@@ -267,7 +267,8 @@ impl AppState {
             events::AggregateKind::SpinUp
             | events::AggregateKind::Writer
             | events::AggregateKind::Budget
-            | events::AggregateKind::Token => None,
+            | events::AggregateKind::Token
+            | events::AggregateKind::Credential => None,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod budget;
 pub mod channels;
 pub mod contract;
+pub mod credentials;
 
 pub mod error;
 pub mod events;
@@ -46,7 +47,7 @@ pub enum Tag {
     Agents,
     /// The audit log.
     Events,
-    /// Who may do what: API tokens.
+    /// Who may do what: API tokens, agents' NATS credentials.
     Access,
 }
 
@@ -223,6 +224,7 @@ pub type Service = OpenApiService<
         usage::UsageApi,
         budget::BudgetApi,
         tokens::TokensApi,
+        credentials::CredentialsApi,
     ),
     (),
 >;
@@ -240,6 +242,7 @@ pub fn service() -> Service {
             usage::UsageApi,
             budget::BudgetApi,
             tokens::TokensApi,
+            credentials::CredentialsApi,
         ),
         "Weft",
         env!("CARGO_PKG_VERSION"),

@@ -137,6 +137,7 @@ words! {
         Writer = "writer",
         Budget = "budget",
         Token = "token",
+        Credential = "credential",
     }
 }
 
@@ -150,6 +151,7 @@ impl From<AggregateName> for events::AggregateKind {
             AggregateName::Writer => events::AggregateKind::Writer,
             AggregateName::Budget => events::AggregateKind::Budget,
             AggregateName::Token => events::AggregateKind::Token,
+            AggregateName::Credential => events::AggregateKind::Credential,
         }
     }
 }

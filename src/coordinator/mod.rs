@@ -31,6 +31,9 @@ pub struct Coordinator {
     client: Client,
     /// The NATS URL agents that Weft starts are told to join.
     agent_nats_url: String,
+    /// Whether agents need NATS credentials Weft issues (the embedded server's
+    /// authorization): spun-up agents are given theirs.
+    pub issues_credentials: bool,
     pub mechanisms: Mechanisms,
     /// When agents were last heard from, per project. High-churn, so kept out of the log:
     /// only its consequence (`agent.offline`) is recorded.
@@ -90,11 +93,17 @@ pub fn assignment(work: &Work) -> Assignment {
 }
 
 impl Coordinator {
-    pub fn new(commands: Arc<Commands>, client: Client, agent_nats_url: String) -> Arc<Self> {
+    pub fn new(
+        commands: Arc<Commands>,
+        client: Client,
+        agent_nats_url: String,
+        issues_credentials: bool,
+    ) -> Arc<Self> {
         Arc::new(Self {
             commands,
             client,
             agent_nats_url,
+            issues_credentials,
             mechanisms: Mechanisms::default(),
             liveness: Mutex::default(),
             listening_since_ms: now_ms().into(),
@@ -295,6 +304,28 @@ impl Coordinator {
         let Some((target, spin_up)) = found else {
             return;
         };
+        // The agent it starts is the spin-up's own: its id is the spin-up's, and so are
+        // the credentials that let it (and only it) in.
+        let credentials = if self.issues_credentials {
+            let issued = self
+                .issue_credentials(
+                    &caused_by(system(), Some(id)),
+                    project,
+                    id,
+                    Some(id),
+                    Some(&target.id),
+                )
+                .await;
+            match issued {
+                Ok((_, seed)) => Some(seed),
+                Err(e) => {
+                    tracing::warn!(project, spin_up = id, "no credentials for the agent: {e:?}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let launch = Launch {
             spin_up_id: id,
             target: &target,
@@ -303,6 +334,7 @@ impl Coordinator {
             work_id: spin_up.work_id.as_deref(),
             capability: spin_up.capability.as_deref(),
             boundary: spin_up.boundary.as_deref(),
+            credentials: credentials.as_deref().map(|seed| (id, seed)),
         };
         let command = match self.mechanisms.start(&launch).await {
             Ok(started) => {
@@ -337,6 +369,37 @@ impl Coordinator {
         if let Err(e) = self.commands.execute(&system(), project, command).await {
             tracing::warn!(project, spin_up = id, "spin-up outcome not recorded: {e:?}");
         }
+    }
+
+    /// Issues NATS credentials for agent `agent_id` of `project`: the log records the
+    /// public key; the answer is the credential's id and the seed, which nothing keeps.
+    pub async fn issue_credentials(
+        &self,
+        ctx: &CommandContext,
+        project: &str,
+        agent_id: &str,
+        spin_up_id: Option<&str>,
+        target_id: Option<&str>,
+    ) -> Result<(String, String), crate::commands::CommandError> {
+        let pair = nkeys::KeyPair::new_user();
+        let seed = pair.seed().map_err(|e| {
+            crate::commands::CommandError::Unavailable(format!("cannot make an NKey: {e}"))
+        })?;
+        let id = format!("cred_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        self.commands
+            .execute(
+                ctx,
+                project,
+                decide::AccessCommand::IssueCredential {
+                    id: id.clone(),
+                    agent_id: agent_id.into(),
+                    public_key: pair.public_key(),
+                    spin_up_id: spin_up_id.map(String::from),
+                    target_id: target_id.map(String::from),
+                },
+            )
+            .await?;
+        Ok((id, seed))
     }
 
     /// Stops what a spin-up started; true when the mechanism did.

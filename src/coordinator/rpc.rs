@@ -36,6 +36,25 @@ fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Answer> {
     })
 }
 
+/// The refusal of a request whose body speaks for another agent than the one its subject
+/// names: where NATS has authorization, the subject is what the agent's credentials were
+/// allowed to publish, so the body must agree with it.
+fn other_agent(named: &str, payload: &[u8]) -> Option<Answer> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Speaker {
+        agent_id: Option<String>,
+    }
+    let speaker: Speaker = serde_json::from_slice(payload).ok()?;
+    let claimed = speaker.agent_id?;
+    (claimed != named).then(|| {
+        reply(Reply::<()>::err(
+            codes::INVALID,
+            format!("a request on agent {named}'s subject cannot speak for agent {claimed}"),
+        ))
+    })
+}
+
 /// A refusal in the protocol's terms: each kind of rejection has its own code.
 fn failure(e: CommandError) -> Answer {
     reply(match e {
@@ -57,11 +76,17 @@ impl Coordinator {
             .map_err(cannot)?;
         let heartbeat = format!("weft.rpc.*.{}", protocol::HEARTBEAT);
         let mut heartbeats = self.client.subscribe(heartbeat).await.map_err(cannot)?;
+        let mut heartbeats_named = self
+            .client
+            .subscribe(format!("weft.rpc.*.{}.*", protocol::HEARTBEAT))
+            .await
+            .map_err(cannot)?;
         loop {
             let (message, every_instance) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 message = requests.next() => (message, false),
                 message = heartbeats.next() => (message, true),
+                message = heartbeats_named.next() => (message, true),
             };
             let Some(message) = message else { break };
             let this = self.clone();
@@ -70,6 +95,7 @@ impl Coordinator {
         // Stop taking requests, so another instance in the queue group answers them.
         let _ = requests.unsubscribe().await;
         let _ = heartbeats.unsubscribe().await;
+        let _ = heartbeats_named.unsubscribe().await;
         Ok(())
     }
 
@@ -79,14 +105,18 @@ impl Coordinator {
         let Some(reply_to) = message.reply.clone() else {
             return;
         };
-        let mut tokens = message.subject.as_str().splitn(4, '.');
-        let (project, operation) =
-            match (tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
-                (Some("weft"), Some("rpc"), Some(p), Some(op)) => (p.to_string(), op.to_string()),
-                _ => return,
-            };
+        let tokens: Vec<&str> = message.subject.as_str().split('.').collect();
+        let (project, operation, named) = match tokens.as_slice() {
+            ["weft", "rpc", p, kind, verb] => (p.to_string(), format!("{kind}.{verb}"), None),
+            ["weft", "rpc", p, kind, verb, agent] => {
+                (p.to_string(), format!("{kind}.{verb}"), Some(*agent))
+            }
+            _ => return,
+        };
         let body = if !events::subject::is_valid_token(&project) {
             reply(Reply::<()>::err(codes::INVALID, "invalid project id"))
+        } else if let Some(refusal) = named.and_then(|agent| other_agent(agent, &message.payload)) {
+            refusal
         } else {
             let payload = &message.payload;
             let outcome = match operation.as_str() {

@@ -27,6 +27,9 @@ pub struct Launch<'a> {
     pub work_id: Option<&'a str>,
     pub capability: Option<&'a str>,
     pub boundary: Option<&'a str>,
+    /// The agent id and NATS credentials (NKey seed) Weft issued for this spin-up, when
+    /// its NATS has authorization.
+    pub credentials: Option<(&'a str, &'a str)>,
 }
 
 impl Launch<'_> {
@@ -54,6 +57,12 @@ impl Launch<'_> {
             ("NATS_URL".into(), self.nats_url.to_string()),
             ("LOOMINAL_PROJECT_ID".into(), self.project.to_string()),
         ]);
+        if let Some((agent_id, seed)) = self.credentials {
+            env.extend([
+                ("WEFT_AGENT_ID".into(), agent_id.to_string()),
+                ("WEFT_AGENT_CREDENTIALS".into(), seed.to_string()),
+            ]);
+        }
         env
     }
 }

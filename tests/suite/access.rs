@@ -249,6 +249,7 @@ impl Fleet {
                     &self.nats,
                     project,
                     weft::protocol::REGISTER,
+                    &id,
                     &request,
                     Duration::from_secs(10),
                 )

@@ -17,6 +17,7 @@ mod live;
 mod liveness;
 mod mcp;
 mod migrations;
+mod nats_auth;
 mod openapi;
 mod python_client;
 mod readme;

@@ -140,11 +140,16 @@ async fn warp_and_original_registry_entries_are_listed() {
     let (_, typed) = call(client().get(weft.url("/api/agents?type=copilot-cli"))).await;
     assert_eq!(typed["total"], 1);
 
-    // A delete disappears as fast.
+    // A delete disappears as fast: the Warp entry is gone. If the bridge registered the
+    // agent meanwhile (it does within its tick), the log keeps that agent, now offline.
     bucket.delete(warp_guid).await.expect("delete");
-    within_a_second(&weft, "the delete", |b| find(b, warp_guid).is_none()).await;
-    let (status, _) = call(client().get(weft.url(&format!("/api/agents/{warp_guid}")))).await;
-    assert_eq!(status, 404);
+    let gone = |a: &Value| a["source"] == "weft" && a["status"] == "offline";
+    within_a_second(&weft, "the delete", |b| find(b, warp_guid).is_none_or(gone)).await;
+    let (status, one) = call(client().get(weft.url(&format!("/api/agents/{warp_guid}")))).await;
+    assert!(
+        status == 404 || (status == 200 && gone(&one)),
+        "{status} {one}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
