@@ -376,12 +376,54 @@ pub async fn metrics_text(weft: &Weft) -> String {
         .expect("text")
 }
 
-/// Sends a request and returns the status and JSON body (Null when there is none).
+/// Sends a request and returns the status and JSON body (Null when there is none). Every
+/// answer of every test passes here, so here it is checked for secrets: a token secret,
+/// an NKey seed, a private key or a password the tests use appear only where the API
+/// answers a secret it just made (`secret` of a created token, `seed` of issued
+/// credentials), never anywhere else.
 pub async fn call(request: ::reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("request sent");
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_no_secret(&body, &text);
+    (status, body)
+}
+
+/// Secrets the suite's scenarios use, and the shapes of those Weft makes.
+pub fn assert_no_secret(body: &Value, text: &str) {
+    let mut shown = body.clone();
+    if let Some(object) = shown.as_object_mut() {
+        object.remove("secret");
+        object.remove("seed");
+    }
+    let rest = if body.is_null() {
+        text.to_string()
+    } else {
+        shown.to_string()
+    };
+    // Every place a shape could start, not just the first.
+    let shaped = |prefix: &str, len: usize, ok: fn(char) -> bool| {
+        rest.match_indices(prefix).any(|(at, _)| {
+            let tail: Vec<char> = rest[at + prefix.len()..].chars().take(len).collect();
+            tail.len() == len && tail.into_iter().all(ok)
+        })
+    };
+    let token = shaped("weft_", 64, |c| c.is_ascii_hexdigit());
+    let seed = shaped("SU", 56, |c| {
+        c.is_ascii_uppercase() || ('2'..='7').contains(&c)
+    });
+    for (what, found) in [
+        ("a token secret", token),
+        ("an NKey seed", seed),
+        ("a private key", rest.contains("PRIVATE KEY-----")),
+        (
+            "a webhook secret of the tests",
+            rest.contains("s3cret") || rest.contains("hook-token"),
+        ),
+    ] {
+        assert!(!found, "an API answer shows {what}: {rest}");
+    }
 }
 
 pub fn local_target(name: &str) -> Value {
