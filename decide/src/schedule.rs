@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use events::work::RoutingReason;
-use projections::{AgentStatus, OrderKey, Project, Route, Work};
+use projections::{AgentStatus, OrderKey, Project, Route, SpinUpStatus, Work};
 
 use crate::agent::AgentCommand;
 use crate::routing;
@@ -154,6 +154,11 @@ pub fn due(
     );
     duties.extend(
         limits_reset(project, now_ms)
+            .into_iter()
+            .map(|c| Duty::Decide(Box::new(c.into()))),
+    );
+    duties.extend(
+        ended_spin_ups_credentials(project)
             .into_iter()
             .map(|c| Duty::Decide(Box::new(c.into()))),
     );
@@ -405,6 +410,26 @@ pub fn spin_ups_to_stop(project: &Project, timing: &Timing, now_ms: u64) -> Vec<
                 spin_up_id: s.id.clone(),
                 reason: reason.into(),
             })
+        })
+        .collect()
+}
+
+/// The NATS credentials issued for a spin-up's agent, once that spin-up failed or what it
+/// started was stopped: nobody is to log in with them again (nats-server disconnects
+/// whoever still does).
+pub fn ended_spin_ups_credentials(project: &Project) -> Vec<crate::AccessCommand> {
+    project
+        .credentials
+        .valid()
+        .filter(|c| {
+            c.spin_up_id
+                .as_deref()
+                .and_then(|id| project.spin_ups.get(id))
+                .is_some_and(|s| matches!(s.status, SpinUpStatus::Failed | SpinUpStatus::Stopped))
+        })
+        .map(|c| crate::AccessCommand::RevokeCredential {
+            id: c.id.clone(),
+            reason: Some("its spin-up ended".into()),
         })
         .collect()
 }

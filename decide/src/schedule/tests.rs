@@ -431,3 +431,48 @@ fn an_unhealthy_or_cooling_target_starts_nothing_and_submissions_say_so() {
     w.after_ms(w.settings.spin_up.cooldown_ms);
     assert_eq!(triggers(&w.due(&liveness)), 1);
 }
+
+#[test]
+fn credentials_of_a_spin_up_are_revoked_once_it_has_ended() {
+    let mut w = World::default();
+    local_target(&mut w, "t", 1);
+    w.submit("job", "personal", 5);
+    let liveness = liveness_since(w.now_ms);
+    w.run_due(&liveness);
+    let id = w.project().spin_ups.iter().next().unwrap().id.clone();
+    let issue = crate::AccessCommand::IssueCredential {
+        id: "cred_1".into(),
+        agent_id: id.clone(),
+        public_key: format!("U{}", "A".repeat(55)),
+        spin_up_id: Some(id.clone()),
+        target_id: Some("t".into()),
+    };
+    w.when(issue).unwrap();
+    w.given(
+        &id,
+        Event::SpinUpStarted(SpinUpStarted {
+            detail: "pid 1".into(),
+            pid: Some(1),
+        }),
+    );
+    assert!(
+        ended_spin_ups_credentials(w.project()).is_empty(),
+        "a spin-up still going keeps its credentials"
+    );
+    w.after_ms(w.settings.timing.spin_up_timeout_ms + 1);
+    w.run_due(&liveness);
+    assert_eq!(
+        w.project().spin_ups.get(&id).unwrap().status,
+        SpinUpStatus::Failed
+    );
+    w.run_due(&liveness);
+    assert_eq!(
+        w.project().credentials.valid().count(),
+        0,
+        "revoked once it failed"
+    );
+    assert!(
+        ended_spin_ups_credentials(w.project()).is_empty(),
+        "and only once"
+    );
+}
