@@ -14,6 +14,7 @@ pub mod names;
 pub mod pagination;
 pub mod stats;
 
+pub mod sse;
 pub mod strict;
 pub mod system;
 pub mod targets;
@@ -348,10 +349,10 @@ fn verify(app: &AppState, keys: &Keys, secret: &str, rejection: &str) -> Result<
 
 /// Checks the bearer token before anything else looks at the request, so a caller
 /// without one learns nothing about validation rules. WebSocket and SSE clients (browsers)
-/// cannot set headers: on `/api/ws` the token may also come as `?token=` or as
-/// `Sec-WebSocket-Protocol: bearer, <token>`.
+/// cannot set headers: on `/api/ws` and `/api/events/stream` the token may also come as
+/// `?token=` (or on `/api/ws` as `Sec-WebSocket-Protocol: bearer, <token>`).
 fn authenticate(app: &AppState, keys: &Keys, req: &Request) -> Result<Actor, ApiError> {
-    if req.uri().path() != "/api/ws" {
+    if !["/api/ws", "/api/events/stream"].contains(&req.uri().path()) {
         return verify(
             app,
             keys,
@@ -510,6 +511,7 @@ pub fn app(
             poem::endpoint::make_sync(|_| poem::web::Json(spec().clone())),
         )
         .at("/api/ws", poem::get(ws::upgrade))
+        .at("/api/events/stream", poem::get(sse::stream))
         .at("/metrics", poem::get(stats::metrics))
         .at("/dashboard", poem::get(dashboard))
         .nest("/", service)

@@ -113,7 +113,7 @@ pub fn stats_message(app: &AppState, project: &str, subscriptions: usize) -> Val
     json!({"type": "stats", "data": stats, "timestamp": timestamp, "projectId": project})
 }
 
-fn event_text(topic: &str, data: &Value) -> String {
+pub(super) fn event_text(topic: &str, data: &Value) -> String {
     json!({
         "type": "event",
         "topic": topic,
@@ -229,9 +229,10 @@ async fn handle(
             )];
             let mut delivered_up_to = 0;
             if let Some(after) = message.get("after").and_then(Value::as_u64) {
-                match missed_events(app, access, &topic, &filter, after).await {
-                    Ok((mut events, up_to)) => {
-                        replies.append(&mut events);
+                let wanted = |t: &str, data: &Value| t == topic && live::matches(t, &filter, data);
+                match missed_events(app, access, &wanted, after).await {
+                    Ok((events, up_to)) => {
+                        replies.extend(events.iter().map(|(_, t, data)| event_message(t, data)));
                         delivered_up_to = up_to;
                     }
                     Err(e) => return vec![error(e)],
@@ -260,15 +261,16 @@ async fn handle(
     }
 }
 
-/// The events of `topic` after `after` that match `filter`, read from the log up to what
-/// is folded in now; live events after that come through the broadcast.
-async fn missed_events(
+/// The events after `after` that `wanted` keeps (by topic and mapped data), with their
+/// sequence and topic, read from the log up to what is folded in now (also returned);
+/// live events after that come through the broadcast. Shared by the WebSocket's and the
+/// SSE stream's resume.
+pub(super) async fn missed_events(
     app: &AppState,
     access: &Access,
-    topic: &str,
-    filter: &Map<String, Value>,
+    wanted: &(dyn Fn(&str, &Value) -> bool + Sync),
     after: u64,
-) -> Result<(Vec<Message>, u64), String> {
+) -> Result<(Vec<(u64, &'static str, Value)>, u64), String> {
     let up_to = app.commands.projection().sequence();
     if up_to.saturating_sub(after) > MAX_RESUME {
         return Err(format!("cannot resume more than {MAX_RESUME} events back; reload the state over REST and subscribe without after"));
@@ -299,9 +301,9 @@ async fn missed_events(
                 .commands
                 .projection()
                 .read(|s| live::coordinator_event(s, sequence, &envelope));
-            if let Some((t, data)) = mapped {
-                if t == topic && live::matches(topic, filter, &data) {
-                    out.push(event_message(topic, &data));
+            if let Some((topic, data)) = mapped {
+                if wanted(topic, &data) {
+                    out.push((sequence, topic, data));
                 }
             }
         }

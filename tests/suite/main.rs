@@ -26,6 +26,7 @@ mod replicas;
 mod schemathesis;
 mod shuttle;
 mod spin_up;
+mod sse;
 mod ssh;
 mod targets_api;
 mod time_travel;

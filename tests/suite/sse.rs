@@ -1,0 +1,171 @@
+//! `GET /api/events/stream`: Server-Sent Events of the live view, read by a real HTTP
+//! client; a reconnect with `Last-Event-ID` gets every missed event once, then live ones.
+
+use std::time::Duration;
+
+use crate::common;
+use common::{call, client, submit_body, NatsServer, Weft};
+use serde_json::Value;
+
+/// One SSE connection, parsed as events arrive.
+struct Stream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(weft: &Weft, query: &str, last_event_id: Option<&str>) -> Stream {
+        let mut request = client().get(weft.url(&format!("/api/events/stream{query}")));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("stream");
+        assert_eq!(response.status(), 200);
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        Stream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's id and data (keep-alive comments are skipped).
+    async fn next(&mut self) -> (u64, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                        .map(|v| v.trim().to_string())
+                };
+                if let (Some(id), Some(data)) = (field("id"), field("data")) {
+                    let data = serde_json::from_str(&data).expect("json data");
+                    return (id.parse().expect("numeric id"), data);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("bytes")
+                .expect("the stream goes on");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn submit(weft: &Weft, description: &str) -> String {
+    let (status, item) = call(client().post(weft.url("/api/work")).json(&submit_body(
+        description,
+        "rust",
+        "personal",
+        5,
+    )))
+    .await;
+    assert_eq!(status, 201, "{item}");
+    item["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reconnects_with_last_event_id_gets_what_it_missed_once_then_live() {
+    let nats = NatsServer::start();
+    let weft = Weft::start(&[("NATS_URL", nats.url())]);
+    let mut stream = Stream::open(&weft, "?topic=work&status=pending", None).await;
+    let first = submit(&weft, "first").await;
+    let (first_id, event) = stream.next().await;
+    assert_eq!(event["event"], "work:submitted", "{event}");
+    assert_eq!(event["data"]["workId"], first.as_str());
+    assert_eq!(
+        event["sequence"].as_u64(),
+        Some(first_id),
+        "id: is the log sequence"
+    );
+    drop(stream);
+
+    // Missed while away: three items.
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        missed.push(submit(&weft, &format!("missed {i}")).await);
+    }
+    let mut stream = Stream::open(
+        &weft,
+        "?topic=work&status=pending",
+        Some(&first_id.to_string()),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let mut last = first_id;
+    for _ in 0..3 {
+        let (id, event) = stream.next().await;
+        assert!(id > last, "in log order, none twice: {id} after {last}");
+        last = id;
+        seen.push(
+            event["data"]["workId"]
+                .as_str()
+                .expect("workId")
+                .to_string(),
+        );
+    }
+    assert_eq!(seen, missed, "every missed event, once, in order");
+    // Then live.
+    let live = submit(&weft, "live").await;
+    let (id, event) = stream.next().await;
+    assert!(id > last);
+    assert_eq!(event["data"]["workId"], live.as_str(), "{event}");
+
+    // Filters and resume points are checked.
+    let (status, body) = call(client().get(weft.url("/api/events/stream?topic=nonsense"))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = call(
+        client()
+            .get(weft.url("/api/events/stream"))
+            .header("last-event-id", "yesterday"),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_needs_a_token_and_shows_only_its_projects() {
+    let nats = NatsServer::start();
+    let weft = Weft::start(&[
+        ("NATS_URL", nats.url()),
+        ("API_TOKENS", "admin-of-sse".into()),
+    ]);
+    let (status, _) = call(client().get(weft.url("/api/events/stream"))).await;
+    assert_eq!(status, 401);
+    let (_, created) = call(
+        client()
+            .post(weft.url("/api/tokens"))
+            .bearer_auth("admin-of-sse")
+            .json(&serde_json::json!({"name": "sse", "role": "viewer", "projects": ["alpha"]})),
+    )
+    .await;
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let mut stream = Stream::open(&weft, &format!("?topic=work&token={secret}"), None).await;
+    for project in ["beta", "alpha"] {
+        let mut body = submit_body(project, "rust", "personal", 5);
+        body["projectId"] = project.into();
+        let (status, _) = call(
+            client()
+                .post(weft.url("/api/work"))
+                .bearer_auth("admin-of-sse")
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let (_, event) = stream.next().await;
+    assert_eq!(
+        event["projectId"], "alpha",
+        "beta's event is not shown: {event}"
+    );
+}
