@@ -17,6 +17,7 @@
 pub mod access;
 pub mod agent;
 pub mod budget;
+pub mod explain;
 mod rejection;
 pub mod routing;
 pub mod schedule;

@@ -107,7 +107,7 @@ pub struct ItemRule {
 }
 
 impl ItemRule {
-    fn allows(&self, agent_type: &str) -> bool {
+    pub fn allows(&self, agent_type: &str) -> bool {
         self.allowed
             .as_ref()
             .is_none_or(|a| a.iter().any(|t| t == agent_type))

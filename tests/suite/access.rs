@@ -61,6 +61,11 @@ fn operations() -> Vec<Op> {
         op("GET", "/api/work?projectId={p}", Nothing, "viewer", 200),
         op("GET", "/api/work/{id}", Work, "viewer", 200),
         op("GET", "/api/work/{id}/history", Work, "viewer", 200),
+        op("GET", "/api/work/{id}/routing", Work, "viewer", 200),
+        with_body(
+            op("POST", "/api/work/explain", Nothing, "operator", 200),
+            json!({"description": "d", "capability": "rust", "boundary": "open-source", "projectId": "{p}"}),
+        ),
         with_body(op("POST", "/api/work", Nothing, "operator", 201), work),
         op("POST", "/api/work/{id}/cancel", Work, "operator", 200),
         // A cancelled item cannot be retried: the 409 says role and scope let it through.

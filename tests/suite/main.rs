@@ -23,6 +23,7 @@ mod python_client;
 mod readme;
 mod remote_mechanisms;
 mod replicas;
+mod routing_explain;
 mod schemathesis;
 mod shuttle;
 mod spin_up;

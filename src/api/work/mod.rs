@@ -95,6 +95,58 @@ impl AppState {
     }
 }
 
+/// What a submit body asks for, as the rules read it (also what a dry run explains).
+fn submission(body: WorkSubmitRequest, key: Option<String>) -> Result<Submission, ApiError> {
+    let Some(boundary) = body.boundary.or(body.classification) else {
+        return Err(ApiError::validation(
+            "boundary",
+            "boundary (or classification) is required",
+        ));
+    };
+    Ok(Submission {
+        task_id: body.task_id,
+        description: body.description,
+        capability: body.capability,
+        boundary,
+        priority: body.priority,
+        preferred_agent_type: body.preferred_agent_type,
+        required_agent_type: body.required_agent_type,
+        deadline: body.deadline,
+        context_data: body
+            .context_data
+            .map(|c| serde_json::Value::Object(c.into_iter().collect())),
+        max_attempts: body.max_attempts,
+        idempotency_key: key,
+        workspace: body.workspace.map(|w| events::work::WorkspaceSpec {
+            repo: w.repo,
+            git_ref: w.git_ref,
+            push: w.push.unwrap_or(false),
+        }),
+        max_cost_usd: body.max_cost_usd,
+        resume_session: body.resume_session.unwrap_or(false),
+    })
+}
+
+fn routing_view(e: decide::explain::Explanation) -> RoutingExplanation {
+    let verdict = |v: decide::explain::Verdict| CandidateView {
+        eligible: v.eligible(),
+        reasons: v.refusals.iter().map(|r| r.as_str().to_string()).collect(),
+        id: v.id,
+        name: v.name,
+        agent_type: v.agent_type,
+    };
+    RoutingExplanation {
+        rule: e.rule,
+        agents: e.agents.into_iter().map(verdict).collect(),
+        targets: e.targets.into_iter().map(verdict).collect(),
+        chosen_agent: e.chosen_agent,
+        spin_up: e.spin_up,
+        chosen_target: e.chosen_target,
+        assigned_to: None,
+        status: None,
+    }
+}
+
 /// A row's place in list order, as a cursor carries it: `priority.sequence`.
 fn position((priority, sequence): projections::OrderKey) -> String {
     format!("{}.{sequence}", priority.0)
@@ -143,39 +195,12 @@ impl WorkApi {
             actor.0,
             body.project_id.as_deref().or(project_id.0.as_deref()),
         )?;
-        let Some(boundary) = body.boundary.or(body.classification) else {
-            return Err(ApiError::validation(
-                "boundary",
-                "boundary (or classification) is required",
-            ));
-        };
         let key = idempotency_key.0;
         let id = match &key {
             Some(k) => id_for_key(&project, k),
             None => uuid::Uuid::new_v4().to_string(),
         };
-        let submission = Submission {
-            task_id: body.task_id,
-            description: body.description,
-            capability: body.capability,
-            boundary,
-            priority: body.priority,
-            preferred_agent_type: body.preferred_agent_type,
-            required_agent_type: body.required_agent_type,
-            deadline: body.deadline,
-            context_data: body
-                .context_data
-                .map(|c| serde_json::Value::Object(c.into_iter().collect())),
-            max_attempts: body.max_attempts,
-            idempotency_key: key,
-            workspace: body.workspace.map(|w| events::work::WorkspaceSpec {
-                repo: w.repo,
-                git_ref: w.git_ref,
-                push: w.push.unwrap_or(false),
-            }),
-            max_cost_usd: body.max_cost_usd,
-            resume_session: body.resume_session.unwrap_or(false),
-        };
+        let submission = submission(body, key)?;
         let recorded = app
             .commands
             .execute(
@@ -525,5 +550,76 @@ impl WorkApi {
             reassigned_items: vec![],
             not_cancellable,
         }))
+    }
+
+    /// Why an item went, or would go, where it goes: every agent and target of its project,
+    /// eligible or not and why, the rule, and whether a spin-up would start.
+    #[oai(
+        path = "/api/work/:id/routing",
+        method = "get",
+        operation_id = "getWorkRouting"
+    )]
+    async fn routing(
+        &self,
+        app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
+        id: Path<String>,
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
+        project_id: Query<Option<String>>,
+    ) -> Result<Json<RoutingExplanation>, ApiError> {
+        let (project, view) = app.find_work(actor.0, project_id.0.as_deref(), &id.0)?;
+        let settings = app.commands.settings();
+        let now = crate::time::now_ms();
+        let explained = app.read(actor.0, |s| {
+            let p = s.project(&project)?;
+            let w = p.work.get(&id.0)?;
+            Some(decide::explain::explain(settings, p, w, now))
+        });
+        let explained = explained
+            .ok_or_else(|| ApiError::not_found(format!("Work item with ID {} not found", id.0)))?;
+        let mut answer = routing_view(explained);
+        answer.assigned_to = view.assigned_to;
+        answer.status = Some(view.status);
+        Ok(Json(answer))
+    }
+
+    /// A dry run of submit (the same body): how the item would be routed now. Nothing is
+    /// recorded.
+    #[oai(
+        path = "/api/work/explain",
+        method = "post",
+        operation_id = "explainWork"
+    )]
+    async fn explain(
+        &self,
+        app: Data<&Arc<AppState>>,
+        actor: Data<&Actor>,
+        #[oai(
+            name = "projectId",
+            validator(pattern = r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,127}$")
+        )]
+        project_id: Query<Option<String>>,
+        body: Json<Strict<WorkSubmitRequest>>,
+    ) -> Result<Json<RoutingExplanation>, ApiError> {
+        let body = body.0 .0;
+        let project = app.project(
+            actor.0,
+            body.project_id.as_deref().or(project_id.0.as_deref()),
+        )?;
+        let submission = submission(body, None)?;
+        let settings = app.commands.settings();
+        let now = crate::time::now_ms();
+        let explained = app.read(actor.0, |s| {
+            decide::explain::explain_submission(
+                settings,
+                s.project_or_empty(&project),
+                &submission,
+                now,
+            )
+        })?;
+        Ok(Json(routing_view(explained)))
     }
 }

@@ -441,3 +441,40 @@ pub struct CancelBatchResponse {
     pub reassigned_items: Vec<String>,
     pub not_cancellable: Vec<String>,
 }
+
+/// An agent or a target, asked whether it could take the item.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct CandidateView {
+    pub id: String,
+    /// A target's name; an agent's handle or id.
+    pub name: String,
+    pub agent_type: String,
+    pub eligible: bool,
+    /// Why not: `offline`, `shutting-down`, `paused`, `agent-type-not-allowed`,
+    /// `capability-missing`, `boundary-not-allowed`, `full`, `disabled`, `unhealthy`,
+    /// `cooling-down`, `at-max-agents`.
+    pub reasons: Vec<String>,
+}
+
+/// How routing sees an item now.
+#[derive(Object, Clone, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct RoutingExplanation {
+    /// The routing rule in words, as recorded with an assignment.
+    pub rule: String,
+    pub agents: Vec<CandidateView>,
+    pub targets: Vec<CandidateView>,
+    /// The agent routing would give it to now, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub chosen_agent: Option<String>,
+    /// Whether Weft would start an agent for it.
+    pub spin_up: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub chosen_target: Option<String>,
+    /// For an item: who holds it now.
+    #[oai(skip_serializing_if_is_none)]
+    pub assigned_to: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub status: Option<WorkStatusName>,
+}

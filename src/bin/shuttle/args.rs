@@ -170,6 +170,18 @@ pub(crate) enum WorkCommand {
     History {
         id: String,
     },
+    /// Why an item went (or would go) where it goes: every agent and target, eligible or
+    /// not and why. Without an ID, a dry run for a description not submitted.
+    Explain {
+        id: Option<String>,
+        #[arg(long, short = 'c', required_unless_present = "id")]
+        capability: Option<String>,
+        /// Default: the config file's defaultBoundary.
+        #[arg(long, short = 'b')]
+        boundary: Option<String>,
+        #[arg(long, short = 'd', default_value = "dry run")]
+        description: String,
+    },
 }
 
 #[derive(clap::Args, Default)]

@@ -293,6 +293,84 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             };
             print_events(&ctx.api, &q).await
         }
+        Command::Work(WorkCommand::Explain {
+            id,
+            capability,
+            boundary,
+            description,
+        }) => {
+            let explained = match id {
+                Some(id) => {
+                    ctx.api
+                        .get(&format!("/api/work/{}/routing{}", enc(&id), p()))
+                        .await?
+                }
+                None => {
+                    let body = json!({
+                        "description": description,
+                        "capability": capability,
+                        "boundary": boundary.unwrap_or_else(|| ctx.default_boundary.clone()),
+                    });
+                    ctx.api
+                        .call(
+                            Method::POST,
+                            &format!("/api/work/explain{}", p()),
+                            Some(&body),
+                        )
+                        .await?
+                }
+            };
+            if ctx.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explained).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!("rule: {}", text_of(&explained["rule"]));
+            let rows = |kind: &str, list: &Value| -> Vec<Vec<String>> {
+                list.as_array()
+                    .map(|l| {
+                        l.iter()
+                            .map(|c| {
+                                let reasons = c["reasons"]
+                                    .as_array()
+                                    .map(|r| r.iter().map(text_of).collect::<Vec<_>>().join(", "))
+                                    .unwrap_or_default();
+                                vec![
+                                    kind.to_string(),
+                                    text_of(&c["name"]),
+                                    text_of(&c["agentType"]),
+                                    if c["eligible"] == true {
+                                        "yes".into()
+                                    } else {
+                                        "no".into()
+                                    },
+                                    reasons,
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let mut all = rows("agent", &explained["agents"]);
+            all.extend(rows("target", &explained["targets"]));
+            table(&["KIND", "NAME", "TYPE", "ELIGIBLE", "WHY NOT"], all);
+            println!(
+                "chosen agent: {}; spin-up: {}{}",
+                text_of(&explained["chosenAgent"]),
+                if explained["spinUp"] == true {
+                    "yes"
+                } else {
+                    "no"
+                },
+                explained["chosenTarget"]
+                    .as_str()
+                    .map(|t| format!(" on {t}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::Work(WorkCommand::Cancel { id }) => {
             let reply = ctx
                 .api
