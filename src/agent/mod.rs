@@ -157,6 +157,11 @@ pub struct AgentConfig {
     /// started must not outlive a Weft that is gone for good.
     #[arg(long, env = "WEFT_AGENT_ORPHAN_TIMEOUT_MS")]
     pub orphan_timeout_ms: Option<u64>,
+    /// Set by Weft for an agent tied to its life (a `local` target, not detached): the
+    /// agent leaves as soon as that process is gone. The kernel's signal at Weft's death
+    /// reaches only Weft's direct child, which is a shell when the target's command needs one.
+    #[arg(long, env = "WEFT_OWNER_PID", hide = true)]
+    pub owner_pid: Option<u32>,
     /// The command run for each work item, through `sh -c`, e.g. `claude -p {description}`.
     /// `{description}`, `{taskId}`, `{workId}`, `{capability}`, `{boundary}` are replaced by
     /// shell-quoted values; the item also arrives in WEFT_* variables and on stdin.
@@ -474,6 +479,7 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
         } else {
             0
         });
+    let owner_pid = config.owner_pid;
     let workspaces = config.workspaces();
     workspaces.prune().await;
     let runtime = Arc::new(Runtime {
@@ -539,6 +545,17 @@ pub async fn run(config: AgentConfig) -> Result<(), String> {
                 } else {
                     orphan_timeout_ms
                 };
+                let owner_gone = owner_pid.is_some_and(|pid| {
+                    // SAFETY: signal 0 only asks whether the process exists.
+                    let asked = unsafe { libc::kill(pid as libc::pid_t, 0) };
+                    asked != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                });
+                if owner_gone {
+                    tracing::error!("the Weft that started this agent is gone; stopping");
+                    runtime.cancel_all();
+                    heartbeats.abort();
+                    return Err("the Weft that started this agent is gone; exiting".into());
+                }
                 if patience_ms > 0 && silent_ms > patience_ms {
                     tracing::error!(silent_ms, "Weft has not answered for too long; stopping");
                     runtime.cancel_all();

@@ -46,6 +46,8 @@ impl Mechanism for LocalConfig {
             command.current_dir(dir);
         }
         if self.detached == Some(false) {
+            // And when the command runs through a shell, the agent under it watches Weft.
+            command.env("WEFT_OWNER_PID", std::process::id().to_string());
             // Tied to Weft's life even when Weft is killed: the kernel sends it SIGTERM when
             // Weft goes. (Detached agents outlive Weft, and leave by their orphan timeout.)
             // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.

@@ -166,12 +166,26 @@ async fn agents_weft_started_do_not_outlive_a_weft_that_is_gone() {
         json!({"command": agent(&detached_marker), "env": {"WEFT_AGENT_ORPHAN_TIMEOUT_MS": "2000"}}),
     )
     .await;
+    // Tied, under a shell that stays (a compound command): the kernel's signal reaches
+    // only the shell, so the agent watches Weft itself.
+    let shelled_marker = format!("shelled-{}", uuid::Uuid::new_v4());
+    spun_up_agent(
+        &weft,
+        "shelled",
+        json!({"command": format!("{}; true", agent(&shelled_marker)), "detached": false}),
+    )
+    .await;
     assert!(alive(tied) && alive(detached));
-    assert!(running(&tied_marker) && running(&detached_marker));
+    assert!(running(&tied_marker) && running(&detached_marker) && running(&shelled_marker));
     weft.kill9();
     common::wait_until("the tied agent to stop", Duration::from_secs(10), || {
         !alive(tied) && !running(&tied_marker)
     });
+    common::wait_until(
+        "the agent under a shell to stop",
+        Duration::from_secs(10),
+        || !running(&shelled_marker),
+    );
     common::wait_until(
         "the detached agent to give up on Weft",
         Duration::from_secs(30),

@@ -288,14 +288,14 @@ async fn poll_admin(weft: &Weft, path: &str, done: impl Fn(&Value) -> bool) -> V
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spun_up_agent_is_given_credentials_and_joins_on_its_own() {
     let fleet = start_embedded(&[]);
-    let command = format!(
-        "{} agent --command 'echo done: {{description}}'",
-        common::weft_binary().display()
-    );
+    // No shell syntax in the command, so the agent itself is Weft's child and goes with it
+    // (through a shell, only the shell would get the kernel's SIGTERM).
+    let command = format!("{} agent", common::weft_binary().display());
     let target = json!({
         "name": "laptop", "agentType": "claude-code", "capabilities": ["rust"], "boundaries": ["personal"],
         "mechanism": "local", "maxAgents": 1,
-        "config": {"command": command, "detached": false, "env": {"LOG_LEVEL": "warn"}}
+        "config": {"command": command, "detached": false,
+                   "env": {"LOG_LEVEL": "warn", "AGENT_COMMAND": "echo done: {description}"}}
     });
     let (status, answer) = admin(
         &fleet.weft,
