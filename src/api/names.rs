@@ -34,6 +34,12 @@ macro_rules! mirrored {
 }
 
 mirrored! {
+    /// A token's role: `viewer` reads; `operator` also submits, cancels and retries work and
+    /// shuts down or resumes agents; `admin` also manages targets, budgets and tokens.
+    RoleName <=> events::access::Role { Viewer, Operator, Admin }
+}
+
+mirrored! {
     /// A work item's place in its lifecycle.
     WorkStatusName <=> projections::WorkStatus {
         Pending, Assigned, InProgress, Completed, Failed, Cancelled, DeadLettered,

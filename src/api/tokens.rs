@@ -3,50 +3,20 @@
 
 use std::sync::Arc;
 
-use events::access::{Role, ACCESS_PROJECT};
+use events::access::ACCESS_PROJECT;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::error::ApiError;
+use super::names::RoleName;
 use super::strict::Strict;
 use super::{Actor, AppState, Tag};
 use crate::time::{now_ms, rfc3339};
 use decide::AccessCommand;
 
 pub struct TokensApi;
-
-/// A token's role: `viewer` reads; `operator` also submits, cancels and retries work and
-/// shuts down or resumes agents; `admin` also manages targets, budgets and tokens.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, serde::Deserialize)]
-#[oai(rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum RoleName {
-    Viewer,
-    Operator,
-    Admin,
-}
-
-impl From<RoleName> for Role {
-    fn from(r: RoleName) -> Self {
-        match r {
-            RoleName::Viewer => Role::Viewer,
-            RoleName::Operator => Role::Operator,
-            RoleName::Admin => Role::Admin,
-        }
-    }
-}
-
-impl From<Role> for RoleName {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::Viewer => RoleName::Viewer,
-            Role::Operator => RoleName::Operator,
-            Role::Admin => RoleName::Admin,
-        }
-    }
-}
 
 #[derive(Object, serde::Deserialize, Clone, Debug)]
 #[oai(rename_all = "camelCase", deny_unknown_fields)]

@@ -110,19 +110,6 @@ async fn only_weft_and_its_agents_get_in_and_each_agent_only_to_its_own_subjects
     let weft = &fleet.weft;
 
     // Without credentials: refused.
-    let anonymous = tokio::time::timeout(
-        Duration::from_secs(10),
-        async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .max_reconnects(Some(1))
-            .connect(&fleet.nats_url),
-    )
-    .await;
-    let refused = match anonymous {
-        Ok(Ok(client)) => client.flush().await.is_err(),
-        _ => true,
-    };
-    assert!(refused, "a client without credentials was let in");
     let plain = async_nats::connect(&fleet.nats_url).await;
     assert!(plain.is_err(), "a client without credentials was let in");
 
@@ -198,7 +185,6 @@ async fn only_weft_and_its_agents_get_in_and_each_agent_only_to_its_own_subjects
     next_matching(&mut errors, "permissions violation").await;
 
     // The log: nothing but Weft writes to it.
-    let (_, before) = admin(weft, reqwest::Method::GET, "/api/events?limit=1000", None).await;
     agent
         .publish("weft.ev.default.work.forged", "forged".into())
         .await
@@ -210,12 +196,18 @@ async fn only_weft_and_its_agents_get_in_and_each_agent_only_to_its_own_subjects
     next_matching(&mut errors, "permissions violation").await;
     let _ = agent.subscribe("weft.agent.other.a1.>").await;
     next_matching(&mut errors, "permissions violation").await;
-    let (_, after) = admin(weft, reqwest::Method::GET, "/api/events?limit=1000", None).await;
-    let count = |page: &Value| page["events"].as_array().map_or(0, Vec::len);
-    let written = count(&after) - count(&before);
-    assert!(
-        !after.to_string().contains("forged"),
-        "the forged event is not in the log ({written} new events)"
+    // Had the forged message been stored, a read of its subject would pass its sequence
+    // (it does not decode, so it is skipped, but the page moves past it).
+    let (_, forged_page) = admin(
+        weft,
+        reqwest::Method::GET,
+        "/api/events?projectId=default&aggregate=work&aggregateId=forged",
+        None,
+    )
+    .await;
+    assert_eq!(
+        forged_page["nextAfter"], 0,
+        "the forged event is in the log: {forged_page}"
     );
 
     // A real agent with the credentials does work.
