@@ -134,6 +134,16 @@ pub struct ServeConfig {
     /// project this long after its writer stopped renewing (every instance must agree).
     #[arg(long, env = "WEFT_WRITER_LEASE_MS", default_value_t = 5_000)]
     pub writer_lease_ms: u64,
+    /// Output chunks kept per work item in the output stream (a chunk is one report of an
+    /// agent, at most 500 lines); the oldest go first.
+    #[arg(long, env = "WEFT_OUTPUT_CHUNKS_PER_ITEM", default_value_t = 1_000)]
+    pub output_chunks_per_item: i64,
+    /// Hours an output chunk is kept.
+    #[arg(long, env = "WEFT_OUTPUT_MAX_AGE_HOURS", default_value_t = 168)]
+    pub output_max_age_hours: u64,
+    /// Bytes the output stream keeps for all items together; the oldest go first.
+    #[arg(long, env = "WEFT_OUTPUT_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub output_max_bytes: i64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -144,6 +154,15 @@ impl ServeConfig {
         crate::projector::SnapshotPolicy {
             every: self.snapshot_every,
             kept: self.snapshots_kept as usize,
+        }
+    }
+
+    /// What the output stream keeps.
+    pub fn output_limits(&self) -> migrations::OutputLimits {
+        migrations::OutputLimits {
+            chunks_per_item: self.output_chunks_per_item,
+            max_age: std::time::Duration::from_secs(self.output_max_age_hours * 3600),
+            max_bytes: self.output_max_bytes,
         }
     }
 
@@ -199,6 +218,12 @@ impl ServeConfig {
                     "WEFT_INSTANCE_ID '{id}' must be letters, digits, '-' and '_' (at most 128)"
                 ));
             }
+        }
+        if self.output_chunks_per_item < 1 || self.output_max_bytes < 1024 * 1024 {
+            return Err("WEFT_OUTPUT_CHUNKS_PER_ITEM must be at least 1 and WEFT_OUTPUT_MAX_BYTES at least 1048576".into());
+        }
+        if !(1..=24 * 365).contains(&self.output_max_age_hours) {
+            return Err("WEFT_OUTPUT_MAX_AGE_HOURS must be between 1 and 8760".into());
         }
         if !(1..=100).contains(&self.max_attempts) {
             return Err("WEFT_MAX_ATTEMPTS must be between 1 and 100".into());

@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod mechanism;
 pub mod metrics;
 pub mod nats;
+pub mod output;
 pub mod past;
 pub mod projector;
 pub mod protocol;

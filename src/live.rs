@@ -67,7 +67,7 @@ pub fn coordinator_event(
             "work:progress",
             json!({
                 "workId": id, "taskId": task_id, "assignedTo": s.agent_id, "assignedToAgent": agent_summary(p, &s.agent_id),
-                "progress": s.progress, "message": s.message,
+                "progress": s.progress, "message": s.message, "phase": s.phase,
             }),
         ),
         Event::WorkCompleted(s) => (

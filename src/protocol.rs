@@ -67,6 +67,8 @@ pub const FAIL: &str = "work.fail";
 /// A usage limit stopped the attempt (not a failure): the item goes back to the queue
 /// without counting it, and the agent is paused until `untilMs`.
 pub const PARK: &str = "work.park";
+/// Lines the attempt printed, for the output stream (not the audit log).
+pub const OUTPUT: &str = "work.output";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,6 +174,9 @@ pub struct WorkReport {
     /// Progress message, completion summary, or failure error.
     #[serde(default)]
     pub message: Option<String>,
+    /// For `work.progress`: what the attempt is doing, in a word or two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
     #[serde(default)]
     pub output: Option<String>,
     #[serde(default)]
@@ -190,6 +195,18 @@ pub struct WorkReport {
     pub until_ms: Option<u64>,
 }
 
+/// `work.output`: lines the attempt printed since its last report, numbered from
+/// `firstLine` (1 for the attempt's first line).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputReport {
+    pub agent_id: String,
+    pub work_id: String,
+    pub lease_id: String,
+    pub first_line: u64,
+    pub lines: Vec<String>,
+}
+
 impl WorkReport {
     /// A report on the item `lease` names, saying nothing yet.
     pub fn on(agent_id: &str, work_id: &str, lease_id: &str) -> Self {
@@ -199,6 +216,7 @@ impl WorkReport {
             lease_id: lease_id.into(),
             progress: None,
             message: None,
+            phase: None,
             output: None,
             artifacts: vec![],
             recoverable: None,

@@ -89,6 +89,7 @@ async fn serve(
     let topology = migrations::Topology {
         replicas: config.replicas,
         writer_lease: Duration::from_millis(config.writer_lease_ms),
+        output: config.output_limits(),
     };
     // A cluster still forming (or busy) refuses or times out for a while: ask again.
     let applied_by = concat!("weft ", env!("CARGO_PKG_VERSION"));

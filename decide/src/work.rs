@@ -12,6 +12,12 @@ use projections::{Project, Work, WorkStatus};
 use crate::rejection::{is_agent_type, is_rfc3339, Rejection, Validation};
 use crate::{Decision, Settings};
 
+/// The shortest time between two recorded `work.progressed` of one attempt.
+pub const PROGRESS_EVERY_MS: u64 = 5_000;
+/// Most characters of a recorded progress message, and of its phase.
+pub const PROGRESS_MESSAGE_CHARS: usize = 200;
+pub const PROGRESS_PHASE_CHARS: usize = 40;
+
 /// Retries after a failed attempt.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -94,10 +100,15 @@ pub enum WorkCommand {
     Accept {
         lease: Lease,
     },
+    /// Coarse progress: recorded at most once per [`PROGRESS_EVERY_MS`] for an attempt
+    /// (reports in between are accepted and not recorded), so the audit log grows with
+    /// an attempt's time, not with how much its agent prints.
     Progress {
         lease: Lease,
         progress: Option<u8>,
         message: String,
+        phase: Option<String>,
+        now_ms: u64,
     },
     Complete {
         lease: Lease,
@@ -277,7 +288,19 @@ pub(crate) fn find<'a>(project: &'a Project, id: &str) -> Result<&'a Work, Rejec
 }
 
 /// The item, if `lease` is its current lease held by the agent that reports.
-fn leased<'a>(project: &'a Project, lease: &Lease) -> Result<&'a Work, Rejection> {
+/// The last non-empty line of `text`, at most `chars` characters.
+fn short_line(text: &str, chars: usize) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    line.trim().chars().take(chars).collect()
+}
+
+/// The item `lease` names, if the lease is still its current one: what every report of
+/// an agent on the item is checked against (also its output, which is not an event).
+pub fn leased<'a>(project: &'a Project, lease: &Lease) -> Result<&'a Work, Rejection> {
     let work = find(project, &lease.work_id)?;
     if work.status.is_leased()
         && work.lease_id.as_deref() == Some(lease.lease_id.as_str())
@@ -363,15 +386,27 @@ pub fn decide(
             lease,
             progress,
             message,
+            phase,
+            now_ms,
         } => {
             let work = leased(project, lease)?;
+            let recent = work
+                .progressed_at_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) < PROGRESS_EVERY_MS);
+            if recent {
+                return Ok(Vec::new());
+            }
             next(
                 work,
                 Event::WorkProgressed(WorkProgressed {
                     agent_id: lease.agent_id.clone(),
                     lease_id: lease.lease_id.clone(),
                     progress: progress.map(|p| p.min(100)),
-                    message: message.chars().take(4096).collect(),
+                    message: short_line(message, PROGRESS_MESSAGE_CHARS),
+                    phase: phase
+                        .as_deref()
+                        .map(|p| short_line(p, PROGRESS_PHASE_CHARS))
+                        .filter(|p| !p.is_empty()),
                 }),
             )
         }

@@ -10,6 +10,7 @@ pub mod budget;
 mod envelope;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixture;
+pub mod output;
 pub mod spin_up;
 pub mod subject;
 pub mod target;

@@ -161,7 +161,11 @@ pub struct WorkProgressed {
     pub lease_id: String,
     #[serde(default)]
     pub progress: Option<u8>,
+    /// A short line; the lines an agent prints are in the output stream, not here.
     pub message: String,
+    /// What the attempt is doing, in a word or two (for example the tool it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! starting at once converge. A server recorded at a newer version than this binary knows
 //! is refused: an old binary must not write into a topology it does not understand.
 
+mod output;
 mod upcast;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 use serde::{Deserialize, Serialize};
 
+pub use output::{output_stream_config, OutputLimits, COPIED_FROM_HEADER};
 pub use upcast::{decode, Upcaster, UPCASTERS};
 
 pub const META_BUCKET: &str = "weft-meta";
@@ -47,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "writer lease bucket weft-writers: one writer per project among instances",
     },
+    Migration {
+        version: 4,
+        description: "output stream WEFT_OUTPUT: agents' lines kept apart from the log, within \
+                      limits; the lines of old work.progressed events copied into it",
+    },
 ];
 
 /// What a deployment chooses about the topology, kept in step at every start (not a
@@ -57,6 +64,8 @@ pub struct Topology {
     pub replicas: usize,
     /// How long a writer lease lasts without renewal.
     pub writer_lease: Duration,
+    /// What the output stream keeps.
+    pub output: OutputLimits,
 }
 
 impl Default for Topology {
@@ -64,6 +73,7 @@ impl Default for Topology {
         Topology {
             replicas: 1,
             writer_lease: Duration::from_secs(5),
+            output: OutputLimits::default(),
         }
     }
 }
@@ -226,6 +236,13 @@ async fn run(
                 .await
                 .map_err(|e| fail(&e))?;
         }
+        4 => {
+            js.create_or_update_stream(output_stream_config(&topology.output, topology.replicas))
+                .await
+                .map_err(|e| fail(&e))?;
+            let copied = output::copy_progress(js).await.map_err(|e| fail(&e))?;
+            tracing::info!(copied, "old progress lines copied into the output stream");
+        }
         other => unreachable!("migration v{other} is listed but has no step"),
     }
     Ok(())
@@ -289,9 +306,10 @@ pub async fn apply(
 }
 
 /// Every stream Weft keeps, as JetStream names them.
-fn streams() -> [String; 4] {
+fn streams() -> [String; 5] {
     [
         events::STREAM.to_string(),
+        events::output::STREAM.to_string(),
         format!("KV_{SNAPSHOT_BUCKET}"),
         format!("KV_{META_BUCKET}"),
         format!("KV_{WRITER_BUCKET}"),
@@ -360,12 +378,12 @@ async fn reconcile(
         })?
         .config
         .clone();
-    let wanted_age = if name == format!("KV_{WRITER_BUCKET}") {
-        topology.writer_lease
-    } else {
-        config.max_age
-    };
-    if config.num_replicas.max(1) == topology.replicas && config.max_age == wanted_age {
+    let wanted = wanted_config(name, &config, topology);
+    let unchanged = config.num_replicas.max(1) == wanted.num_replicas
+        && config.max_age == wanted.max_age
+        && config.max_messages_per_subject == wanted.max_messages_per_subject
+        && config.max_bytes == wanted.max_bytes;
+    if unchanged {
         return Ok(());
     }
     tracing::info!(
@@ -375,8 +393,7 @@ async fn reconcile(
         "updating the stream's replicas in place"
     );
     let added = topology.replicas > config.num_replicas.max(1);
-    config.num_replicas = topology.replicas;
-    config.max_age = wanted_age;
+    config = wanted;
     js.update_stream(&config).await.map_err(|e| {
         let busy = matches!(
             e.kind(),
@@ -390,6 +407,23 @@ async fn reconcile(
         wait_until_current(js, name, topology.replicas).await;
     }
     Ok(())
+}
+
+/// `config` of stream `name` as `topology` wants it: the replicas of every stream, the
+/// writer bucket's lease time, the output stream's limits.
+fn wanted_config(name: &str, config: &stream::Config, topology: &Topology) -> stream::Config {
+    let mut wanted = config.clone();
+    wanted.num_replicas = topology.replicas;
+    if name == format!("KV_{WRITER_BUCKET}") {
+        wanted.max_age = topology.writer_lease;
+    }
+    if name == events::output::STREAM {
+        let limits = &topology.output;
+        wanted.max_age = limits.max_age;
+        wanted.max_messages_per_subject = limits.chunks_per_item;
+        wanted.max_bytes = limits.max_bytes;
+    }
+    wanted
 }
 
 /// Waits (at most two minutes, reporting progress) until every replica of `name` has

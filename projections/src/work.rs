@@ -104,6 +104,11 @@ pub struct Work {
     pub started_at_ms: Option<u64>,
     pub progress: Option<u8>,
     pub progress_message: Option<String>,
+    #[serde(default)]
+    pub progress_phase: Option<String>,
+    /// When the current attempt's last `work.progressed` was recorded.
+    #[serde(default)]
+    pub progressed_at_ms: Option<u64>,
     pub routing: Option<RoutingReason>,
     /// Not to be assigned before this time (backoff after a failed attempt).
     pub not_before_ms: Option<u64>,
@@ -419,6 +424,8 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 started_at_ms: None,
                 progress: None,
                 progress_message: None,
+                progress_phase: None,
+                progressed_at_ms: None,
                 routing: None,
                 not_before_ms: None,
                 result: None,
@@ -450,6 +457,8 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                 w.started_at_ms = None;
                 w.progress = None;
                 w.progress_message = None;
+                w.progress_phase = None;
+                w.progressed_at_ms = None;
                 w.attempts = e.attempt;
                 w.routing = Some(e.reason.clone());
                 w.not_before_ms = None;
@@ -479,6 +488,10 @@ pub(crate) fn apply(work: &mut WorkItems, agents: &mut Agents, sequence: u64, en
                     w.progress = e.progress;
                 }
                 w.progress_message = Some(e.message.clone());
+                if e.phase.is_some() {
+                    w.progress_phase = e.phase.clone();
+                }
+                w.progressed_at_ms = Some(time);
                 w.updated_at_ms = time;
             });
         }

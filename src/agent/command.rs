@@ -1,7 +1,8 @@
 //! Running one work item's command: filling in its placeholders, starting it in its own
-//! process group, streaming its output as progress, stopping it on cancel, and reporting
-//! how it ended.
+//! process group, streaming its output (lines to the output stream, coarse progress to
+//! the log), stopping it on cancel, and reporting how it ended.
 
+use std::collections::VecDeque;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -146,25 +147,33 @@ impl Runtime {
         drop(lines_tx);
         let pgid = child.id();
         let mut reader = Reader::new(self.config.output_format);
-        let mut tail: Vec<String> = Vec::new();
-        let mut unsent: Vec<String> = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut printed = Printed::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut progress_tick =
+            tokio::time::interval(Duration::from_millis(decide::work::PROGRESS_EVERY_MS));
         let mut output_open = true;
         let status = loop {
             tokio::select! {
                 line = lines.recv(), if output_open => match line {
                     Some(line) => {
                         if let Some(shown) = reader.line(&line, crate::time::now_ms()) {
-                            unsent.push(shown);
+                            printed.push(&shown);
                         }
-                        tail.push(line);
+                        tail.push_back(line);
                         if tail.len() > 200 {
-                            tail.remove(0);
+                            tail.pop_front();
+                        }
+                        if printed.has_full_chunk() {
+                            self.send_output(a, &mut printed).await;
                         }
                     }
                     None => output_open = false,
                 },
-                _ = tick.tick() => self.send_progress(a, &mut unsent).await,
+                _ = tick.tick() => {
+                    self.send_output(a, &mut printed).await;
+                }
+                _ = progress_tick.tick() => self.send_progress(a, &mut printed).await,
                 _ = &mut cancelled => {
                     stop_group(pgid, &mut child).await;
                     tracing::info!(work = a.work_id, "command stopped");
@@ -181,13 +190,19 @@ impl Runtime {
             tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
         {
             if let Some(shown) = reader.line(&line, crate::time::now_ms()) {
-                unsent.push(shown);
+                printed.push(&shown);
             }
-            tail.push(line);
+            tail.push_back(line);
         }
-        // What it printed in its last second is progress too.
-        self.send_progress(a, &mut unsent).await;
-        let text = tail.join("\n");
+        // Everything it printed is stored before the attempt is reported done, unless Weft
+        // stops taking it.
+        let mut refused = 0;
+        while !printed.is_empty() && refused < 5 {
+            if !self.send_output(a, &mut printed).await {
+                refused += 1;
+            }
+        }
+        let text = Vec::from(tail).join("\n");
         let last: String = text
             .chars()
             .rev()
@@ -275,15 +290,114 @@ fn failed(error: impl Into<String>) -> Verdict {
     }
 }
 
-impl Runtime {
-    /// Reports the lines shown since the last report (the last 20), best effort: one try.
-    async fn send_progress(&self, a: &Assignment, unsent: &mut Vec<String>) {
-        if unsent.is_empty() {
-            return;
+/// What an attempt printed and has not yet sent, and where it stands: lines go to the
+/// output stream in chunks; the last line and the tool in use make coarse progress.
+#[derive(Default)]
+struct Printed {
+    unsent: VecDeque<String>,
+    /// The number of the first unsent line (lines are numbered from 1 in an attempt).
+    next_line: u64,
+    /// The last line shown, for progress; `None` once reported.
+    news: Option<String>,
+    phase: Option<String>,
+}
+
+/// Lines kept unsent while Weft does not take them; older ones are dropped (their numbers
+/// stay used, so a reader sees the gap).
+const MAX_UNSENT_LINES: usize = 20_000;
+
+impl Printed {
+    fn push(&mut self, shown: &str) {
+        if self.next_line == 0 {
+            self.next_line = 1;
         }
+        for line in shown.lines() {
+            if let Some(tool) = line.strip_prefix("tool: ") {
+                self.phase = Some(tool.to_string());
+            }
+            if !line.trim().is_empty() {
+                self.news = Some(line.to_string());
+            }
+            self.unsent.push_back(line.to_string());
+        }
+        while self.unsent.len() > MAX_UNSENT_LINES {
+            self.unsent.pop_front();
+            self.next_line += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.unsent.is_empty()
+    }
+
+    fn has_full_chunk(&self) -> bool {
+        self.unsent.len() >= events::output::MAX_LINES_PER_CHUNK
+    }
+
+    /// The next lines to send and the number of the first.
+    fn batch(&self) -> (u64, Vec<String>) {
+        let lines = self
+            .unsent
+            .iter()
+            .take(events::output::MAX_LINES_PER_CHUNK)
+            .cloned()
+            .collect();
+        (self.next_line, lines)
+    }
+
+    /// The first `count` unsent lines were stored.
+    fn sent(&mut self, count: usize) {
+        let count = count.min(self.unsent.len());
+        self.unsent.drain(..count);
+        self.next_line += count as u64;
+    }
+}
+
+impl Runtime {
+    /// Sends the next chunk of lines, best effort: what is not taken is sent next time.
+    /// Whether the chunk was taken.
+    async fn send_output(&self, a: &Assignment, printed: &mut Printed) -> bool {
+        if printed.is_empty() {
+            return true;
+        }
+        let (first_line, lines) = printed.batch();
+        let count = lines.len();
+        let report = protocol::OutputReport {
+            agent_id: self.id.clone(),
+            work_id: a.work_id.clone(),
+            lease_id: a.lease_id.clone(),
+            first_line,
+            lines,
+        };
+        match self.call::<_, ()>(protocol::OUTPUT, &report).await {
+            Ok(reply) if reply.ok => {
+                printed.sent(count);
+                true
+            }
+            Ok(reply) if reply.code.as_deref() == Some(codes::LEASE_LOST) => {
+                printed.sent(count);
+                self.cancel(&a.work_id);
+                false
+            }
+            // Refused for good (for example by a Weft that does not know the operation):
+            // the lines are dropped rather than resent forever.
+            Ok(reply) if reply.code.as_deref() != Some(codes::UNAVAILABLE) => {
+                printed.sent(count);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Reports coarse progress (the last line shown and the tool in use), if anything new
+    /// was shown; best effort: one try.
+    async fn send_progress(&self, a: &Assignment, printed: &mut Printed) {
+        let Some(news) = printed.news.take() else {
+            return;
+        };
         let mut report = self.report(a);
-        report.message = Some(unsent.split_off(unsent.len().saturating_sub(20)).join("\n"));
-        unsent.clear();
+        report.message = Some(news);
+        report.phase = printed.phase.clone();
         if let Ok(reply) = self.call::<_, ()>(protocol::PROGRESS, &report).await {
             if reply.code.as_deref() == Some(codes::LEASE_LOST) {
                 self.cancel(&a.work_id);
@@ -368,5 +482,40 @@ mod tests {
         a.description = "nul\0byte".into();
         assert!(render_command("x {description}", &a).is_err());
         assert!(render_command("no placeholders", &a).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod printed_tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_numbered_sent_in_chunks_and_dropped_oldest_first() {
+        let mut printed = Printed::default();
+        printed.push("one\ntool: Edit\n");
+        printed.push("three");
+        assert_eq!(
+            printed.batch(),
+            (1, vec!["one".into(), "tool: Edit".into(), "three".into()])
+        );
+        assert_eq!(printed.phase.as_deref(), Some("Edit"));
+        assert_eq!(printed.news.as_deref(), Some("three"));
+        printed.sent(2);
+        assert_eq!(printed.batch(), (3, vec!["three".into()]));
+        printed.sent(1);
+        assert!(printed.is_empty());
+
+        for i in 0..(MAX_UNSENT_LINES + 10) {
+            printed.push(&format!("l{i}"));
+        }
+        assert!(printed.has_full_chunk());
+        let (first, lines) = printed.batch();
+        assert_eq!(
+            first,
+            4 + 10,
+            "the ten oldest were dropped and their numbers skipped"
+        );
+        assert_eq!(lines.len(), events::output::MAX_LINES_PER_CHUNK);
+        assert_eq!(lines[0], "l10");
     }
 }

@@ -14,6 +14,7 @@ pub mod names;
 pub mod pagination;
 pub mod stats;
 
+pub mod output;
 pub mod sse;
 pub mod strict;
 pub mod system;
@@ -218,6 +219,7 @@ pub type Service = OpenApiService<
         system::SystemApi,
         stats::StatsApi,
         work::WorkApi,
+        output::OutputApi,
         agents::AgentsApi,
         targets::TargetsApi,
         events::EventsApi,
@@ -236,6 +238,7 @@ pub fn service() -> Service {
             system::SystemApi,
             stats::StatsApi,
             work::WorkApi,
+            output::OutputApi,
             agents::AgentsApi,
             targets::TargetsApi,
             events::EventsApi,
@@ -349,10 +352,13 @@ fn verify(app: &AppState, keys: &Keys, secret: &str, rejection: &str) -> Result<
 
 /// Checks the bearer token before anything else looks at the request, so a caller
 /// without one learns nothing about validation rules. WebSocket and SSE clients (browsers)
-/// cannot set headers: on `/api/ws` and `/api/events/stream` the token may also come as
-/// `?token=` (or on `/api/ws` as `Sec-WebSocket-Protocol: bearer, <token>`).
+/// cannot set headers: on `/api/ws` and the SSE streams (`/api/events/stream`,
+/// `/api/work/{id}/output/stream`) the token may also come as `?token=` (or on `/api/ws`
+/// as `Sec-WebSocket-Protocol: bearer, <token>`).
 fn authenticate(app: &AppState, keys: &Keys, req: &Request) -> Result<Actor, ApiError> {
-    if !["/api/ws", "/api/events/stream"].contains(&req.uri().path()) {
+    let path = req.uri().path();
+    let streams = path == "/api/ws" || (path.starts_with("/api/") && path.ends_with("/stream"));
+    if !streams {
         return verify(
             app,
             keys,
@@ -512,6 +518,7 @@ pub fn app(
         )
         .at("/api/ws", poem::get(ws::upgrade))
         .at("/api/events/stream", poem::get(sse::stream))
+        .at("/api/work/:id/output/stream", poem::get(output::stream))
         .at("/metrics", poem::get(stats::metrics))
         .at("/dashboard", poem::get(dashboard))
         .nest("/", service)

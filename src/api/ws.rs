@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{BoxStream, SelectAll};
 use futures::{SinkExt, StreamExt};
 use poem::web::websocket::{Message, WebSocket, WebSocketStream};
 use poem::web::Data;
@@ -15,6 +16,7 @@ use poem::{handler, IntoResponse};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use super::error::ApiError;
 use super::{Actor, AppState};
 use crate::access::Access;
 use crate::live::{self, TOPICS};
@@ -93,10 +95,10 @@ pub async fn upgrade(
     app: Data<&Arc<AppState>>,
     actor: Data<&Actor>,
 ) -> impl IntoResponse {
-    let (app, access) = (app.0.clone(), actor.0.access.clone());
+    let (app, actor) = (app.0.clone(), actor.0.clone());
     // Browsers offer `bearer, <token>` as subprotocols; the server must pick one.
     ws.protocols(vec!["bearer"])
-        .on_upgrade(move |socket| async move { session(app, access, socket).await })
+        .on_upgrade(move |socket| async move { session(app, actor, socket).await })
 }
 
 fn now() -> String {
@@ -130,11 +132,16 @@ fn event_message(topic: &str, data: &Value) -> Message {
     Message::Text(event_text(topic, data))
 }
 
-async fn session(app: Arc<AppState>, access: Access, socket: WebSocketStream) {
+/// The `output` topic's follows: one item's chunks each, as the messages to send.
+type Outputs = SelectAll<BoxStream<'static, Message>>;
+
+async fn session(app: Arc<AppState>, actor: Actor, socket: WebSocketStream) {
     app.live.connections.fetch_add(1, Ordering::Relaxed);
+    let access = &actor.access;
     let (mut sink, mut stream) = socket.split();
     let mut live = app.live.feed.subscribe();
     let mut subscriptions: HashMap<String, Subscription> = HashMap::new();
+    let mut outputs = Outputs::new();
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     let mut stats = tokio::time::interval(app.live.stats_interval);
     let mut answered_ping = true;
@@ -147,7 +154,7 @@ async fn session(app: Arc<AppState>, access: Access, socket: WebSocketStream) {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue,
                 };
-                for reply in handle(&app, &access, &text, &mut subscriptions).await {
+                for reply in handle(&app, &actor, &text, &mut subscriptions, &mut outputs).await {
                     if !deliver(&mut sink, reply).await {
                         break 'session;
                     }
@@ -171,6 +178,11 @@ async fn session(app: Arc<AppState>, access: Access, socket: WebSocketStream) {
                 }
                 Err(RecvError::Closed) => break,
             },
+            Some(message) = outputs.next(), if !outputs.is_empty() => {
+                if !deliver(&mut sink, message).await {
+                    break;
+                }
+            }
             _ = ping.tick() => {
                 if !answered_ping {
                     break;
@@ -196,10 +208,12 @@ async fn session(app: Arc<AppState>, access: Access, socket: WebSocketStream) {
 
 async fn handle(
     app: &AppState,
-    access: &Access,
+    actor: &Actor,
     text: &str,
     subscriptions: &mut HashMap<String, Subscription>,
+    outputs: &mut Outputs,
 ) -> Vec<Message> {
+    let access = &actor.access;
     let Ok(message) = serde_json::from_str::<Value>(text) else {
         return vec![error("Invalid message format")];
     };
@@ -208,11 +222,30 @@ async fn handle(
         "ping" => vec![Message::Text(
             json!({"type": "pong", "timestamp": now()}).to_string(),
         )],
+        "subscribe" if message["topic"] == OUTPUT_TOPIC => {
+            match follow_output(app, actor, &message).await {
+                Ok(follow) => {
+                    outputs.push(follow);
+                    subscriptions.insert(
+                        OUTPUT_TOPIC.into(),
+                        Subscription {
+                            filter: Map::new(),
+                            delivered_up_to: 0,
+                        },
+                    );
+                    vec![Message::Text(
+                        json!({"type": "ack", "subscribed": OUTPUT_TOPIC, "timestamp": now()})
+                            .to_string(),
+                    )]
+                }
+                Err(e) => vec![error(e)],
+            }
+        }
         "subscribe" => {
             let topic = message["topic"].as_str().unwrap_or_default().to_string();
             if !TOPICS.contains(&topic.as_str()) {
                 return vec![error(format!(
-                    "Invalid topic: {topic}. Topics: {}",
+                    "Invalid topic: {topic}. Topics: {}, {OUTPUT_TOPIC}",
                     TOPICS.join(", ")
                 ))];
             }
@@ -249,6 +282,9 @@ async fn handle(
         }
         "unsubscribe" => {
             let topic = message["topic"].as_str().unwrap_or_default();
+            if topic == OUTPUT_TOPIC {
+                *outputs = Outputs::new();
+            }
             if subscriptions.remove(topic).is_some() {
                 vec![Message::Text(
                     json!({"type": "ack", "unsubscribed": topic, "timestamp": now()}).to_string(),
@@ -259,6 +295,45 @@ async fn handle(
         }
         other => vec![error(format!("Unknown message type: {other}"))],
     }
+}
+
+/// Not an event topic: an item's output lines (`filter.workId`, optionally
+/// `filter.projectId`; `after` a chunk sequence), from the output stream. Each subscription
+/// adds an item; unsubscribing ends them all.
+const OUTPUT_TOPIC: &str = "output";
+
+async fn follow_output(
+    app: &AppState,
+    actor: &Actor,
+    message: &Value,
+) -> Result<BoxStream<'static, Message>, String> {
+    let filter = &message["filter"];
+    let work_id = filter["workId"]
+        .as_str()
+        .ok_or("the output topic needs filter.workId")?;
+    let (project, _) = app
+        .find_work(actor, filter["projectId"].as_str(), work_id)
+        .map_err(ApiError::into_message)?;
+    let after = message["after"].as_u64().unwrap_or(0);
+    let chunks = app
+        .coordinator
+        .output
+        .follow(&project, work_id, after)
+        .await?;
+    Ok(chunks
+        .map(move |stored| {
+            // Its `sequence` is the chunk's, in `data`: not a place in the event log.
+            let text = json!({
+                "type": "event",
+                "topic": OUTPUT_TOPIC,
+                "event": "work:output",
+                "data": super::output::chunk_json(&stored),
+                "timestamp": rfc3339(stored.chunk.at_ms),
+                "projectId": project,
+            });
+            Message::Text(text.to_string())
+        })
+        .boxed())
 }
 
 /// The events after `after` that `wanted` keeps (by topic and mapped data), with their

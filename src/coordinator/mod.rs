@@ -45,6 +45,8 @@ pub struct Coordinator {
     running: Mutex<HashSet<String>>,
     /// From an item being offered to its assignment, for the assignments this instance made.
     pub assignment_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Where agents' output lines go (not the audit log).
+    pub output: crate::output::OutputStore,
 }
 
 pub fn system() -> CommandContext {
@@ -101,6 +103,7 @@ impl Coordinator {
     ) -> Arc<Self> {
         Arc::new(Self {
             commands,
+            output: crate::output::OutputStore::new(client.clone()),
             client,
             agent_nats_url,
             issues_credentials,

@@ -134,6 +134,7 @@ impl Coordinator {
                 | protocol::COMPLETE
                 | protocol::FAIL
                 | protocol::PARK => self.report(&project, &operation, payload).await,
+                protocol::OUTPUT => self.output(&project, payload).await,
                 other => Err(reply(Reply::<()>::err(
                     codes::INVALID,
                     format!("unknown operation {other}"),
@@ -246,6 +247,42 @@ impl Coordinator {
         Ok(reply(Reply::ok(())))
     }
 
+    /// Stores lines an attempt printed, if its lease is still current; nothing goes to the
+    /// audit log. Any instance may take them: the output stream is not the writer's.
+    async fn output(&self, project: &str, payload: &[u8]) -> Result<Answer, Answer> {
+        let r: protocol::OutputReport = parse(payload)?;
+        self.heard(project, &r.agent_id);
+        let lease = Lease {
+            work_id: r.work_id,
+            agent_id: r.agent_id,
+            lease_id: r.lease_id,
+        };
+        let attempt = self.commands.projection().read(|s| {
+            let p = s.project(project).ok_or_else(|| {
+                decide::Rejection::NotFound(format!("project {project} has no work"))
+            })?;
+            decide::work::leased(p, &lease).map(|w| w.attempts)
+        });
+        let attempt = attempt.map_err(|r| failure(CommandError::Rejected(r)))?;
+        let mut first_line = r.first_line.max(1);
+        for lines in events::output::chunks_of(r.lines) {
+            let chunk = events::output::Chunk {
+                work_id: lease.work_id.clone(),
+                agent_id: lease.agent_id.clone(),
+                attempt,
+                first_line,
+                lines,
+                at_ms: now_ms(),
+            };
+            first_line = chunk.next_line();
+            self.output
+                .append(project, &chunk)
+                .await
+                .map_err(|e| reply(Reply::<()>::err(codes::UNAVAILABLE, e)))?;
+        }
+        Ok(reply(Reply::ok(())))
+    }
+
     async fn report(
         &self,
         project: &str,
@@ -266,6 +303,8 @@ impl Coordinator {
                 lease,
                 progress: r.progress,
                 message,
+                phase: r.phase,
+                now_ms: now_ms(),
             },
             protocol::COMPLETE => WorkCommand::Complete {
                 lease,

@@ -62,6 +62,7 @@ fn operations() -> Vec<Op> {
         op("GET", "/api/work/{id}", Work, "viewer", 200),
         op("GET", "/api/work/{id}/history", Work, "viewer", 200),
         op("GET", "/api/work/{id}/routing", Work, "viewer", 200),
+        op("GET", "/api/work/{id}/output", Work, "viewer", 200),
         with_body(
             op("POST", "/api/work/explain", Nothing, "operator", 200),
             json!({"description": "d", "capability": "rust", "boundary": "open-source", "projectId": "{p}"}),

@@ -19,6 +19,7 @@ mod mcp;
 mod migrations;
 mod nats_auth;
 mod openapi;
+mod output;
 mod python_client;
 mod readme;
 mod remote_mechanisms;

@@ -110,3 +110,137 @@ fn without_nats_weft_keeps_retrying_and_says_so() {
         "{stderr}"
     );
 }
+
+/// A log written before the output stream existed: its `work.progressed` events carried
+/// the lines. Migration v4 copies them into the output stream, once, and leaves the
+/// events as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_progress_lines_are_copied_into_the_output_stream_once() {
+    use events::work::{RoutingReason, WorkAssigned, WorkProgressed};
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    migrations::apply(&client, "test", &Default::default())
+        .await
+        .expect("first run");
+    let js = jetstream::new(client.clone());
+    let envelope = |n: u64, event: events::Event| events::Envelope {
+        id: format!("e{n}"),
+        project: "p".into(),
+        aggregate: events::AggregateKind::Work,
+        aggregate_id: "w1".into(),
+        schema_version: events::SCHEMA_VERSION,
+        time_ms: 1_000 + n,
+        actor: "a1".into(),
+        correlation_id: None,
+        causation_id: None,
+        event,
+    };
+    let old = [
+        events::Event::WorkAssigned(WorkAssigned {
+            agent_id: "a1".into(),
+            lease_id: "l1".into(),
+            attempt: 1,
+            reason: RoutingReason::default(),
+        }),
+        events::Event::WorkProgressed(WorkProgressed {
+            agent_id: "a1".into(),
+            lease_id: "l1".into(),
+            progress: None,
+            message: "compiling\nrunning tests".into(),
+            phase: None,
+        }),
+        events::Event::WorkProgressed(WorkProgressed {
+            agent_id: "a1".into(),
+            lease_id: "l1".into(),
+            progress: Some(50),
+            message: "tests passed".into(),
+            phase: None,
+        }),
+    ];
+    for (n, event) in old.into_iter().enumerate() {
+        js.publish(
+            "weft.ev.p.work.w1",
+            envelope(n as u64, event).encode().into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    }
+    // As a server at v3 would be: no output stream yet.
+    js.delete_stream(events::output::STREAM)
+        .await
+        .expect("delete");
+    migrations::record_version(&client, 3)
+        .await
+        .expect("record");
+    for run in 0..2 {
+        let outcome = migrations::apply(&client, "test", &Default::default())
+            .await
+            .expect("migrate");
+        assert_eq!(outcome.current, migrations::latest_version());
+        let output = weft::output::OutputStore::new(client.clone());
+        let page = output.page("p", "w1", 0, 1000).await.expect("read");
+        let lines: Vec<(u32, u64, Vec<String>)> = page
+            .chunks
+            .iter()
+            .map(|c| (c.chunk.attempt, c.chunk.first_line, c.chunk.lines.clone()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (
+                    1,
+                    1,
+                    vec!["compiling".to_string(), "running tests".to_string()]
+                ),
+                (1, 3, vec!["tests passed".to_string()]),
+            ],
+            "run {run}: copied once, numbered"
+        );
+        // A rerun of v4 (a copy that stopped half way) adds nothing twice.
+        migrations::record_version(&client, 3)
+            .await
+            .expect("record");
+    }
+    let log = js
+        .get_stream(events::STREAM)
+        .await
+        .expect("log")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+    assert_eq!(log, 3, "the log is as it was");
+
+    // The output stream's limits follow the configuration at every start, in place.
+    let topology = migrations::Topology {
+        output: migrations::OutputLimits {
+            chunks_per_item: 5,
+            max_age: std::time::Duration::from_secs(3600),
+            max_bytes: 8 * 1024 * 1024,
+        },
+        ..Default::default()
+    };
+    migrations::apply(&client, "test", &topology)
+        .await
+        .expect("apply");
+    let config = js
+        .get_stream(events::output::STREAM)
+        .await
+        .expect("output")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    assert_eq!(
+        (
+            config.max_messages_per_subject,
+            config.max_age.as_secs(),
+            config.max_bytes
+        ),
+        (5, 3600, 8 * 1024 * 1024)
+    );
+}

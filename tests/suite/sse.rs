@@ -1,66 +1,8 @@
 //! `GET /api/events/stream`: Server-Sent Events of the live view, read by a real HTTP
 //! client; a reconnect with `Last-Event-ID` gets every missed event once, then live ones.
 
-use std::time::Duration;
-
 use crate::common;
-use common::{call, client, submit_body, NatsServer, Weft};
-use serde_json::Value;
-
-/// One SSE connection, parsed as events arrive.
-struct Stream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Stream {
-    async fn open(weft: &Weft, query: &str, last_event_id: Option<&str>) -> Stream {
-        let mut request = client().get(weft.url(&format!("/api/events/stream{query}")));
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = request.send().await.expect("stream");
-        assert_eq!(response.status(), 200);
-        let kind = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        assert!(kind.starts_with("text/event-stream"), "{kind}");
-        Stream {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event's id and data (keep-alive comments are skipped).
-    async fn next(&mut self) -> (u64, Value) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                        .map(|v| v.trim().to_string())
-                };
-                if let (Some(id), Some(data)) = (field("id"), field("data")) {
-                    let data = serde_json::from_str(&data).expect("json data");
-                    return (id.parse().expect("numeric id"), data);
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .expect("an event within 10 s")
-                .expect("bytes")
-                .expect("the stream goes on");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-}
+use common::{call, client, submit_body, NatsServer, SseStream, Weft};
 
 async fn submit(weft: &Weft, description: &str) -> String {
     let (status, item) = call(client().post(weft.url("/api/work")).json(&submit_body(
@@ -78,7 +20,8 @@ async fn submit(weft: &Weft, description: &str) -> String {
 async fn a_client_that_reconnects_with_last_event_id_gets_what_it_missed_once_then_live() {
     let nats = NatsServer::start();
     let weft = Weft::start(&[("NATS_URL", nats.url())]);
-    let mut stream = Stream::open(&weft, "?topic=work&status=pending", None).await;
+    let mut stream =
+        SseStream::open(&weft, "/api/events/stream?topic=work&status=pending", None).await;
     let first = submit(&weft, "first").await;
     let (first_id, event) = stream.next().await;
     assert_eq!(event["event"], "work:submitted", "{event}");
@@ -95,9 +38,9 @@ async fn a_client_that_reconnects_with_last_event_id_gets_what_it_missed_once_th
     for i in 0..3 {
         missed.push(submit(&weft, &format!("missed {i}")).await);
     }
-    let mut stream = Stream::open(
+    let mut stream = SseStream::open(
         &weft,
-        "?topic=work&status=pending",
+        "/api/events/stream?topic=work&status=pending",
         Some(&first_id.to_string()),
     )
     .await;
@@ -150,7 +93,12 @@ async fn the_stream_needs_a_token_and_shows_only_its_projects() {
     )
     .await;
     let secret = created["secret"].as_str().expect("secret").to_string();
-    let mut stream = Stream::open(&weft, &format!("?topic=work&token={secret}"), None).await;
+    let mut stream = SseStream::open(
+        &weft,
+        &format!("/api/events/stream?topic=work&token={secret}"),
+        None,
+    )
+    .await;
     for project in ["beta", "alpha"] {
         let mut body = submit_body(project, "rust", "personal", 5);
         body["projectId"] = project.into();

@@ -155,15 +155,14 @@ async fn a_usage_limit_parks_the_item_pauses_the_agent_and_another_finishes_it()
         !types.contains(&"work.failed"),
         "a limit is not a failure: {types:?}"
     );
-    let progress: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["type"] == "work.progressed")
-        .collect();
+    // What the structured output showed is the item's output.
+    let (status, output) = call(http.get(weft.url(&format!("/api/work/{id}/output")))).await;
+    assert_eq!(status, 200, "{output}");
     assert!(
-        progress.iter().any(|e| e["data"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("tool: Read"))),
-        "structured output is progress: {progress:?}"
+        output["lines"]
+            .as_array()
+            .is_some_and(|lines| lines.iter().any(|l| l["text"] == "tool: Read")),
+        "structured output is output: {output}"
     );
 
     // The ledger: its totals are the items' sums, by agent and by day.

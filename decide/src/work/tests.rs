@@ -522,3 +522,64 @@ fn a_retry_on_the_same_agent_resumes_its_session_when_the_item_asks() {
         );
     }
 }
+
+#[test]
+fn progress_is_recorded_at_most_once_per_interval_and_kept_short() {
+    let mut w = World::default();
+    w.agent("a", "claude-code", &["personal"], 1);
+    w.submit("job", "personal", 5);
+    w.assign_all();
+    let lease = w.lease("job");
+    let progress = |w: &World, message: &str, percent: Option<u8>| WorkCommand::Progress {
+        lease: lease.clone(),
+        progress: percent,
+        message: message.into(),
+        phase: Some(format!("tool: {}", "Edit".repeat(20))),
+        now_ms: w.now_ms,
+    };
+    let mut recorded = 0;
+    // An agent reporting every 100 ms for a minute, with a long multi-line message.
+    for tick in 0..600u64 {
+        let long = format!(
+            "{}\nlast line {tick} {}",
+            "first\n".repeat(50),
+            "x".repeat(500)
+        );
+        let events = w.when(progress(&w, &long, Some((tick / 6) as u8))).unwrap();
+        if let [Event::WorkProgressed(p)] = events.as_slice() {
+            recorded += 1;
+            assert!(p.message.starts_with(&format!("last line {tick} ")));
+            assert_eq!(p.message.chars().count(), PROGRESS_MESSAGE_CHARS);
+            assert_eq!(
+                p.phase.as_ref().map(|p| p.chars().count()),
+                Some(PROGRESS_PHASE_CHARS)
+            );
+        } else {
+            assert!(events.is_empty(), "{events:?}");
+        }
+        w.after_ms(100);
+    }
+    assert_eq!(recorded, 60_000 / PROGRESS_EVERY_MS as usize);
+    assert!(w
+        .work("job")
+        .progress_message
+        .as_deref()
+        .is_some_and(|m| m.starts_with("last line 5")));
+
+    // A new attempt starts its own interval.
+    let now = w.now_ms;
+    fail(&mut w, "job", now);
+    w.after_ms(60_000);
+    w.assign_all();
+    let lease = w.lease("job");
+    let again = w
+        .when(WorkCommand::Progress {
+            lease,
+            progress: None,
+            message: "again".into(),
+            phase: None,
+            now_ms: w.now_ms,
+        })
+        .unwrap();
+    assert_eq!(again.len(), 1);
+}

@@ -210,6 +210,9 @@ pub struct WorkView {
     pub progress: Option<u8>,
     #[oai(skip_serializing_if_is_none)]
     pub progress_message: Option<String>,
+    /// What the attempt is doing, in a word or two (the tool in use), as its agent last said.
+    #[oai(skip_serializing_if_is_none)]
+    pub progress_phase: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub routing: Option<RoutingView>,
     /// Not assigned again before this time (backoff after a failed attempt).
@@ -265,6 +268,7 @@ impl WorkView {
             started_at: w.started_at_ms.map(rfc3339),
             progress: w.progress,
             progress_message: w.progress_message.clone(),
+            progress_phase: w.progress_phase.clone(),
             routing: w.routing.as_ref().map(|r| RoutingView {
                 rule: r.rule.clone(),
                 candidates: r.candidates.clone(),

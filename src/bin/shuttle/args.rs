@@ -170,6 +170,13 @@ pub(crate) enum WorkCommand {
     History {
         id: String,
     },
+    /// The lines the item's agents printed, oldest first.
+    Logs {
+        id: String,
+        /// Keep printing new lines until the item is finished.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Why an item went (or would go) where it goes: every agent and target, eligible or
     /// not and why. Without an ID, a dry run for a description not submitted.
     Explain {

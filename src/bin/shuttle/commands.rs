@@ -293,6 +293,52 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
             };
             print_events(&ctx.api, &q).await
         }
+        Command::Work(WorkCommand::Logs { id, follow }) => {
+            let page = |after: u64| {
+                let path = format!(
+                    "/api/work/{}/output{}",
+                    enc(&id),
+                    query(&[
+                        ("after", Some(after.to_string())),
+                        ("limit", Some("1000".into())),
+                        ("projectId", ctx.project.clone()),
+                    ])
+                );
+                let api = &ctx.api;
+                async move { api.get(&path).await }
+            };
+            let mut after = 0;
+            // Once the item is finished, one more read takes what its agent sent last.
+            let mut finished = false;
+            loop {
+                let body = page(after).await?;
+                for line in body["lines"].as_array().into_iter().flatten() {
+                    if ctx.json {
+                        println!("{line}");
+                    } else {
+                        println!("{}", text_of(&line["text"]));
+                    }
+                }
+                after = body["nextAfter"].as_u64().unwrap_or(after);
+                if body["hasMore"].as_bool() == Some(true) {
+                    continue;
+                }
+                if !follow || finished {
+                    return Ok(());
+                }
+                let item = ctx
+                    .api
+                    .get(&format!("/api/work/{}{}", enc(&id), p()))
+                    .await?;
+                finished = !matches!(
+                    item["status"].as_str(),
+                    Some("pending" | "assigned" | "in-progress")
+                );
+                if !finished {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
         Command::Work(WorkCommand::Explain {
             id,
             capability,

@@ -742,3 +742,59 @@ pub fn stand_in(
     });
     (format!("http://127.0.0.1:{port}"), seen)
 }
+
+/// One SSE connection, parsed as events arrive.
+pub struct SseStream {
+    response: ::reqwest::Response,
+    buffer: String,
+}
+
+impl SseStream {
+    /// Opens `path` (with its query) as an event stream; it must answer 200 with one.
+    pub async fn open(weft: &Weft, path: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut request = client().get(weft.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("stream");
+        assert_eq!(response.status(), 200);
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        SseStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's id and data (keep-alive comments are skipped).
+    pub async fn next(&mut self) -> (u64, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                        .map(|v| v.trim().to_string())
+                };
+                if let (Some(id), Some(data)) = (field("id"), field("data")) {
+                    let data = serde_json::from_str(&data).expect("json data");
+                    return (id.parse().expect("numeric id"), data);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("bytes")
+                .expect("the stream goes on");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
