@@ -65,6 +65,13 @@ pub struct SpinUp {
     pub error: Option<String>,
     pub triggered_at_ms: u64,
     pub updated_at_ms: u64,
+    /// When its agent registered: the spin-up's latency ends here.
+    #[serde(default)]
+    pub completed_at_ms: Option<u64>,
+    /// How its target starts agents, as the target was when it was triggered (kept when
+    /// the target is removed). `None` in snapshots of before.
+    #[serde(default)]
+    pub mechanism: Option<events::target::Mechanism>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -193,6 +200,8 @@ pub(crate) fn apply(targets: &mut Targets, spin_ups: &mut SpinUps, envelope: &En
                 error: None,
                 triggered_at_ms: time,
                 updated_at_ms: time,
+                completed_at_ms: None,
+                mechanism: targets.get(&e.target_id).map(|t| t.config.mechanism()),
             };
             spin_ups.index(&spin_up);
             spin_ups.spin_ups.insert(id.to_string(), Arc::new(spin_up));
@@ -232,6 +241,7 @@ pub(crate) fn apply(targets: &mut Targets, spin_ups: &mut SpinUps, envelope: &En
                 s.status = SpinUpStatus::Completed;
                 s.agent_id = Some(e.agent_id.clone());
                 s.updated_at_ms = time;
+                s.completed_at_ms = Some(time);
             });
             true
         }

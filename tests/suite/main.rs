@@ -16,6 +16,7 @@ mod kubernetes;
 mod live;
 mod liveness;
 mod mcp;
+mod metrics;
 mod migrations;
 mod nats_auth;
 mod openapi;

@@ -152,6 +152,39 @@ async fn pending_work_starts_an_agent_which_is_scaled_down_when_idle() {
     let (_, target) = call(http.get(weft.url("/api/targets/laptop"))).await;
     assert_eq!(target["useCount"], 1);
     assert!(target["lastUsedAt"].is_string());
+
+    // The metrics for dashboards outside Weft: spin-ups by mechanism and outcome, their
+    // latency as the log recorded it, and the queue by capability.
+    let millis = |e: &serde_json::Value| {
+        e["time"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_millisecond())
+            .expect("event time")
+    };
+    let latency = (millis(completed[0]) - millis(triggered[0])) as f64 / 1000.0;
+    let (status, _) = call(http.post(weft.url("/api/work")).json(&submit_body(
+        "nobody serves cobol",
+        "cobol",
+        "personal",
+        5,
+    )))
+    .await;
+    assert_eq!(status, 201);
+    let metrics = common::metrics_text(&weft).await;
+    for line in [
+        "weft_spin_ups{project=\"default\",mechanism=\"local\",outcome=\"stopped\"} 1".to_string(),
+        "weft_spin_ups{project=\"default\",mechanism=\"ssh\",outcome=\"completed\"} 0".to_string(),
+        "weft_spin_up_seconds_count{mechanism=\"local\"} 1".to_string(),
+        format!("weft_spin_up_seconds_sum{{mechanism=\"local\"}} {latency}"),
+        "weft_queue_depth{project=\"default\",capability=\"cobol\"} 1".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("weft_agent_task_slots{"),
+        "no agent is online: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
