@@ -150,8 +150,6 @@ impl Runtime {
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut printed = Printed::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let mut progress_tick =
-            tokio::time::interval(Duration::from_millis(decide::work::PROGRESS_EVERY_MS));
         let mut output_open = true;
         let status = loop {
             tokio::select! {
@@ -172,8 +170,8 @@ impl Runtime {
                 },
                 _ = tick.tick() => {
                     self.send_output(a, &mut printed).await;
+                    self.send_progress(a, &mut printed).await;
                 }
-                _ = progress_tick.tick() => self.send_progress(a, &mut printed).await,
                 _ = &mut cancelled => {
                     stop_group(pgid, &mut child).await;
                     tracing::info!(work = a.work_id, "command stopped");
@@ -300,6 +298,9 @@ struct Printed {
     /// The last line shown, for progress; `None` once reported.
     news: Option<String>,
     phase: Option<String>,
+    /// When progress was last reported: the first news goes at once, later news at most
+    /// as often as Weft records it.
+    reported_at: Option<std::time::Instant>,
 }
 
 /// Lines kept unsent while Weft does not take them; older ones are dropped (their numbers
@@ -390,11 +391,16 @@ impl Runtime {
     }
 
     /// Reports coarse progress (the last line shown and the tool in use), if anything new
-    /// was shown; best effort: one try.
+    /// was shown and the last report is old enough to be recorded; best effort: one try.
     async fn send_progress(&self, a: &Assignment, printed: &mut Printed) {
+        let every = Duration::from_millis(decide::work::PROGRESS_EVERY_MS);
+        if printed.reported_at.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
         let Some(news) = printed.news.take() else {
             return;
         };
+        printed.reported_at = Some(std::time::Instant::now());
         let mut report = self.report(a);
         report.message = Some(news);
         report.phase = printed.phase.clone();
