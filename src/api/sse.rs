@@ -8,24 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
-use poem::web::sse::{Event, SSE};
 use poem::web::Data;
-use poem::{handler, IntoResponse, Request};
+use poem::{handler, Request};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiError;
-use super::ws::{event_text, missed_events, LiveEvent};
+use super::ws::{event_text, missed_events, next_batch};
 use super::{Actor, AppState};
 use crate::live::{self, TOPICS};
 
 /// Query parameters that are not filters.
 const NOT_FILTERS: [&str; 3] = ["topic", "after", "token"];
-
-fn message(sequence: u64, topic: &str, data: &Value) -> Event {
-    Event::message(event_text(topic, data)).id(sequence.to_string())
-}
 
 #[handler]
 pub async fn stream(
@@ -100,39 +96,62 @@ pub async fn stream(
     let missed = futures::stream::iter(
         backlog
             .into_iter()
-            .map(|(sequence, topic, data)| message(sequence, topic, &data)),
+            .map(|(sequence, topic, data)| message(sequence, &event_text(topic, &data))),
     );
-    let following = futures::stream::unfold(Some(live), move |live| {
+    // Live events are written as they were serialized once for every client, several to a
+    // write when they are waiting.
+    // A comment every 15 s, busy or not: one timer for the stream's life (a timeout
+    // around every wait would set and clear a timer per event per client).
+    let mut quiet = tokio::time::interval(KEEP_ALIVE);
+    quiet.reset();
+    let following = futures::stream::unfold(Some((live, quiet)), move |state| {
         let (topics, filter, access) = (topics.clone(), filter.clone(), access.clone());
         async move {
-            let mut live = live?;
+            let (mut live, mut quiet) = state?;
             loop {
-                match live.recv().await {
-                    Ok(event) => {
-                        let event: Arc<LiveEvent> = event;
-                        let wanted = event.sequence > up_to
-                            && access.sees(&event.project)
-                            && topics.contains(&event.topic)
-                            && live::matches(event.topic, &filter, &event.data);
-                        if wanted {
-                            let next = message(event.sequence, event.topic, &event.data);
-                            return Some((next, Some(live)));
-                        }
+                let (events, error) = tokio::select! {
+                    batch = next_batch(&mut live) => batch,
+                    _ = quiet.tick() => {
+                        return Some((Bytes::from_static(b": keep-alive\n\n"), Some((live, quiet))));
                     }
+                };
+                let mut out = Vec::new();
+                for event in events {
+                    let wanted = event.sequence > up_to
+                        && access.sees(&event.project)
+                        && topics.contains(&event.topic)
+                        && live::matches(event.topic, &filter, &event.data);
+                    if wanted {
+                        out.extend_from_slice(&event.sse);
+                    }
+                }
+                match error {
+                    None if out.is_empty() => continue,
+                    None => return Some((out.into(), Some((live, quiet)))),
                     // Too slow: say so and end; the client resumes from its last id.
-                    Err(RecvError::Lagged(missed)) => {
-                        let notice = Event::message(format!(
-                            "{{\"type\":\"error\",\"error\":\"too slow: {missed} events were dropped; reconnect with Last-Event-ID\"}}"
-                        ))
-                        .event_type("error");
-                        return Some((notice, None));
+                    Some(RecvError::Lagged(missed)) => {
+                        out.extend_from_slice(format!(
+                            "event: error\ndata: {{\"type\":\"error\",\"error\":\"too slow: {missed} events were dropped; reconnect with Last-Event-ID\"}}\n\n"
+                        ).as_bytes());
+                        return Some((out.into(), None));
                     }
-                    Err(RecvError::Closed) => return None,
+                    Some(RecvError::Closed) if out.is_empty() => return None,
+                    Some(RecvError::Closed) => return Some((out.into(), None)),
                 }
             }
         }
     });
-    Ok(SSE::new(missed.chain(following))
-        .keep_alive(Duration::from_secs(15))
-        .into_response())
+    let body = missed.chain(following).map(Ok::<_, std::io::Error>);
+    Ok(poem::Response::builder()
+        .content_type("text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(poem::Body::from_bytes_stream(body)))
+}
+
+/// A comment line this often keeps proxies from closing a quiet stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One event as SSE text: `id:` the log sequence, `data:` the WebSocket's event message.
+pub(super) fn message(sequence: u64, text: &str) -> Bytes {
+    format!("id: {sequence}\ndata: {text}\n\n").into()
 }

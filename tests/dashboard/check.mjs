@@ -2,20 +2,13 @@
 // that the page follows the item live to `completed`. Arguments: dashboard URL, agent id,
 // a file to create when the item runs (which lets the agent's command finish), and where
 // to write the screenshot. Exits non-zero with a reason on any failure.
-import { chromium } from "playwright-core";
+import { launch, openPage } from "./browser.mjs";
 import { writeFileSync } from "node:fs";
 
 const [url, agentId, goFile, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    page.setDefaultTimeout(20000);
-  // What the page says goes to stderr, so a failure explains itself.
-  page.on("console", (m) => console.error(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  const page = await openPage(browser, 20000);
   await page.goto(url);
   await page.waitForSelector("#connection.live");
   await page.waitForSelector(`#agents tr[data-guid="${agentId}"]`);

@@ -3,7 +3,7 @@
 // naming an agent that routing rejected for `capability-missing`, and a chart that moves.
 // Arguments: dashboard URL, work item id, the rejected agent's id, and the directory to
 // write `detail.png` and `charts.png` to. Exits non-zero with a reason on any failure.
-import { chromium } from "playwright-core";
+import { launch, openPage } from "./browser.mjs";
 import { join } from "node:path";
 
 const [url, workId, rejectedAgent, shotDir] = process.argv.slice(2);
@@ -25,16 +25,10 @@ async function waitFor(page, what, predicate, arg, timeout = 20000) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 let failed = false;
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.setDefaultTimeout(20000);
-  page.on("console", (m) => console.error(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  const page = await openPage(browser, 20000);
   await page.goto(url);
   await page.waitForSelector("#connection.live");
 

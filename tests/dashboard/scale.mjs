@@ -3,17 +3,12 @@
 // opens it. Prints how long the first full render and the
 // longest main-thread task took (figures, not checks). Arguments: dashboard URL, the task id
 // to search for, screenshot path. Exits non-zero with a reason on failure.
-import { chromium } from "playwright-core";
+import { launch, openPage } from "./browser.mjs";
 
 const [url, taskId, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.setDefaultTimeout(60000);
-  page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  const page = await openPage(browser, 60000);
   await page.addInitScript(() => {
     window.__longest = 0;
     new PerformanceObserver((list) => {

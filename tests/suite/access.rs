@@ -239,29 +239,12 @@ impl Fleet {
             }
             Needs::Agent => {
                 let id = format!("agent-{project}-{n}");
-                let request = weft::protocol::RegisterRequest {
-                    agent_id: id.clone(),
-                    agent_type: "claude-code".into(),
-                    capabilities: vec!["python".into()],
-                    boundaries: vec!["open-source".into()],
-                    max_concurrent_tasks: 1,
-                    idle_timeout_ms: None,
-                    hostname: None,
-                    handle: None,
-                    spin_up_id: None,
-                    target_id: None,
-                };
-                let reply: weft::protocol::Reply<Value> = weft::protocol::call(
+                common::register(
                     &self.nats,
                     project,
-                    weft::protocol::REGISTER,
-                    &id,
-                    &request,
-                    Duration::from_secs(10),
+                    &common::registration(&id, "python", "open-source"),
                 )
-                .await
-                .expect("registered");
-                assert!(reply.ok, "{:?}", reply.error);
+                .await;
                 id
             }
             Needs::Target => {

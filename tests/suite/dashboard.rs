@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::{fast_env, poll_until, AgentProcess, NatsServer, Weft};
 
 /// The directory of the browser scripts, once playwright-core and Chromium are there.
-fn script_dir() -> std::path::PathBuf {
+/// Runs `script` (in tests/dashboard) with `args` under node, off the runtime's threads,
+/// and answers its stdout; fails the test with its output and Weft's log if it fails.
+async fn run_script(script: &str, args: Vec<String>, weft: &Weft) -> String {
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard");
     assert!(
         script_dir.join("node_modules/playwright-core").exists(),
@@ -23,12 +25,47 @@ fn script_dir() -> std::path::PathBuf {
         Path::new("/usr/bin/chromium").exists(),
         "install Debian's chromium (scripts/test.sh does, as root)"
     );
-    script_dir
+    let script = script.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(&script_dir)
+            .arg(&script)
+            .args(args)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "the dashboard check failed:\n{}\n{}\nweft log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        weft.log_text()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where a screenshot goes: `target/<name>`, any old one removed.
+fn screenshot(name: &str) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    let _ = std::fs::create_dir_all(path.parent().expect("dir"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn assert_screenshot(path: &Path) {
+    assert!(
+        path.metadata().is_ok_and(|m| m.len() > 10_000),
+        "no screenshot at {}",
+        path.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_agents_and_follows_work_live() {
-    let script_dir = script_dir();
     let nats = NatsServer::start();
     let weft = Weft::start(&fast_env(&nats));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -43,42 +80,15 @@ async fn the_dashboard_shows_agents_and_follows_work_live() {
     })
     .await;
 
-    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
-    let _ = std::fs::create_dir_all(screenshot.parent().expect("dir"));
-    let _ = std::fs::remove_file(&screenshot);
-    let out = tokio::task::spawn_blocking({
-        let (url, go, shot, id) = (
-            weft.url("/"),
-            go.clone(),
-            screenshot.clone(),
-            agent.id.clone(),
-        );
-        move || {
-            Command::new("node")
-                .current_dir(&script_dir)
-                .arg("check.mjs")
-                .args([
-                    url,
-                    id,
-                    go.display().to_string(),
-                    shot.display().to_string(),
-                ])
-                .output()
-                .expect("node runs")
-        }
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "the dashboard check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        screenshot.metadata().is_ok_and(|m| m.len() > 10_000),
-        "no screenshot"
-    );
+    let shot = screenshot("dashboard.png");
+    let args = vec![
+        weft.url("/"),
+        agent.id.clone(),
+        go.display().to_string(),
+        shot.display().to_string(),
+    ];
+    run_script("check.mjs", args, &weft).await;
+    assert_screenshot(&shot);
     let (_, work) = common::call(common::client().get(weft.url("/api/work"))).await;
     assert_eq!(work["workItems"][0]["description"], "dashboard job");
     assert_eq!(work["workItems"][0]["status"], "completed");
@@ -86,7 +96,6 @@ async fn the_dashboard_shows_agents_and_follows_work_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_items_detail_shows_its_output_routing_and_moving_charts() {
-    let script_dir = script_dir();
     let nats = NatsServer::start();
     let weft = Weft::start(&fast_env(&nats));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -118,43 +127,16 @@ async fn an_items_detail_shows_its_output_routing_and_moving_charts() {
     )
     .await;
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&shots);
-    let (detail, charts) = (shots.join("detail.png"), shots.join("charts.png"));
-    let _ = std::fs::remove_file(&detail);
-    let _ = std::fs::remove_file(&charts);
-    let out = tokio::task::spawn_blocking({
-        let (url, id, rejected, shots) = (
-            weft.url("/"),
-            id.clone(),
-            other.id.clone(),
-            shots.display().to_string(),
-        );
-        move || {
-            Command::new("node")
-                .current_dir(&script_dir)
-                .arg("detail.mjs")
-                .args([url, id, rejected, shots])
-                .output()
-                .expect("node runs")
-        }
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "the dashboard detail check failed:\n{}\n{}\nweft log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        weft.log_text()
-    );
-    for shot in [&detail, &charts] {
-        assert!(
-            shot.metadata().is_ok_and(|m| m.len() > 10_000),
-            "no screenshot at {}",
-            shot.display()
-        );
-    }
+    let (detail, charts) = (screenshot("detail.png"), screenshot("charts.png"));
+    let dir = detail.parent().expect("target").display().to_string();
+    run_script(
+        "detail.mjs",
+        vec![weft.url("/"), id.clone(), other.id.clone(), dir],
+        &weft,
+    )
+    .await;
+    assert_screenshot(&detail);
+    assert_screenshot(&charts);
 
     std::fs::write(&go, "go").expect("go file");
     poll_until(
@@ -170,35 +152,17 @@ async fn an_items_detail_shows_its_output_routing_and_moving_charts() {
 /// finds one item by its task id. The script prints its render figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_pages_a_thousand_items_and_a_hundred_agents() {
-    let script_dir = script_dir();
     let nats = NatsServer::start();
     let weft = Weft::start(&fast_env(&nats));
     let client = async_nats::connect(nats.url()).await.expect("nats");
     for n in 0..100 {
         let id = format!("scale-agent-{n:03}");
-        let request = weft::protocol::RegisterRequest {
-            agent_id: id.clone(),
-            agent_type: "claude-code".into(),
-            capabilities: vec!["python".into()],
-            boundaries: vec!["personal".into()],
-            max_concurrent_tasks: 1,
-            idle_timeout_ms: None,
-            hostname: None,
-            handle: None,
-            spin_up_id: None,
-            target_id: None,
-        };
-        let reply: weft::protocol::Reply<serde_json::Value> = weft::protocol::call(
+        common::register(
             &client,
             "default",
-            weft::protocol::REGISTER,
-            &id,
-            &request,
-            Duration::from_secs(10),
+            &common::registration(&id, "python", "personal"),
         )
-        .await
-        .expect("registered");
-        assert!(reply.ok, "{:?}", reply.error);
+        .await;
     }
     // No agent has the capability, so all of them wait.
     let http = common::client();
@@ -222,29 +186,12 @@ async fn the_dashboard_pages_a_thousand_items_and_a_hundred_agents() {
     })
     .await;
 
-    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-scale.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let out = tokio::task::spawn_blocking({
-        let (url, shot) = (weft.url("/"), screenshot.display().to_string());
-        move || {
-            Command::new("node")
-                .current_dir(&script_dir)
-                .args(["scale.mjs", &url, "task-0777", &shot])
-                .output()
-                .expect("node runs")
-        }
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "the dashboard scale check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        screenshot.metadata().is_ok_and(|m| m.len() > 10_000),
-        "no screenshot"
-    );
+    let shot = screenshot("dashboard-scale.png");
+    let args = vec![
+        weft.url("/"),
+        "task-0777".into(),
+        shot.display().to_string(),
+    ];
+    println!("{}", run_script("scale.mjs", args, &weft).await);
+    assert_screenshot(&shot);
 }

@@ -287,7 +287,9 @@ async fn a_scripted_flow_shows_all_nineteen_event_types_in_order() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("weft_spin_ups{project=\"default\",mechanism=\"local\",outcome=\"failed\"} 1"),
+        metrics.contains(
+            "weft_spin_ups{project=\"default\",mechanism=\"local\",outcome=\"failed\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("weft_websocket_clients 1"), "{metrics}");

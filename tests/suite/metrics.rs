@@ -15,10 +15,16 @@ async fn utilisation_and_queue_depth_follow_the_fleet() {
     let go = dir.path().join("go");
     let command = format!("while [ ! -f {} ]; do sleep 0.1; done", go.display());
     let _agent = AgentProcess::start(&nats, "claude-code", "rust", "personal", 2, &command);
-    poll_until(&weft, "/api/agents", Duration::from_secs(20), |b| b["total"] == 1).await;
+    poll_until(&weft, "/api/agents", Duration::from_secs(20), |b| {
+        b["total"] == 1
+    })
+    .await;
     let http = client();
     let submit = |capability: &'static str| {
-        call(http.post(weft.url("/api/work")).json(&submit_body("m", capability, "personal", 5)))
+        call(
+            http.post(weft.url("/api/work"))
+                .json(&submit_body("m", capability, "personal", 5)),
+        )
     };
     let (status, running) = submit("rust").await;
     assert_eq!(status, 201);
@@ -26,9 +32,12 @@ async fn utilisation_and_queue_depth_follow_the_fleet() {
         assert_eq!(submit("go").await.0, 201);
     }
     let id = running["id"].as_str().expect("id").to_string();
-    poll_until(&weft, &format!("/api/work/{id}"), Duration::from_secs(20), |w| {
-        w["status"] == "in-progress"
-    })
+    poll_until(
+        &weft,
+        &format!("/api/work/{id}"),
+        Duration::from_secs(20),
+        |w| w["status"] == "in-progress",
+    )
     .await;
     let metrics = common::metrics_text(&weft).await;
     for line in [
@@ -44,13 +53,17 @@ async fn utilisation_and_queue_depth_follow_the_fleet() {
     );
 
     std::fs::write(&go, "go").expect("go");
-    poll_until(&weft, &format!("/api/work/{id}"), Duration::from_secs(20), |w| {
-        w["status"] == "completed"
-    })
+    poll_until(
+        &weft,
+        &format!("/api/work/{id}"),
+        Duration::from_secs(20),
+        |w| w["status"] == "completed",
+    )
     .await;
     let metrics = common::metrics_text(&weft).await;
     assert!(
-        metrics.contains("weft_agent_tasks_running{project=\"default\",agent_type=\"claude-code\"} 0"),
+        metrics
+            .contains("weft_agent_tasks_running{project=\"default\",agent_type=\"claude-code\"} 0"),
         "{metrics}"
     );
 }
@@ -85,9 +98,12 @@ async fn the_grafana_dashboard_queries_only_metrics_weft_exposes() {
         let (status, _) = call(client().post(weft.url("/api/work")).json(&body)).await;
         assert_eq!(status, 201);
     }
-    poll_until(&weft, "/api/work?status=in-progress", Duration::from_secs(30), |b| {
-        b["total"] == 1
-    })
+    poll_until(
+        &weft,
+        "/api/work?status=in-progress",
+        Duration::from_secs(30),
+        |b| b["total"] == 1,
+    )
     .await;
     let metrics = common::metrics_text(&weft).await;
     let exposed: Vec<&str> = metrics

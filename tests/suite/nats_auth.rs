@@ -90,18 +90,7 @@ async fn next_matching(
 }
 
 fn register(agent_id: &str) -> weft::protocol::RegisterRequest {
-    weft::protocol::RegisterRequest {
-        agent_id: agent_id.into(),
-        agent_type: "claude-code".into(),
-        capabilities: vec!["rust".into()],
-        boundaries: vec!["personal".into()],
-        max_concurrent_tasks: 1,
-        idle_timeout_ms: None,
-        hostname: None,
-        handle: None,
-        spin_up_id: None,
-        target_id: None,
-    }
+    common::registration(agent_id, "rust", "personal")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,23 +6,9 @@
 use std::time::Duration;
 
 use crate::common;
-use common::{
-    call, client, fast_env, poll_until, submit_body, AgentProcess, NatsServer, SseStream, Weft,
-};
+use common::{call, client, fast_env, poll_until, AgentProcess, NatsServer, SseStream, Weft};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-
-async fn submit(weft: &Weft, description: &str) -> String {
-    let (status, item) = call(client().post(weft.url("/api/work")).json(&submit_body(
-        description,
-        "rust",
-        "personal",
-        5,
-    )))
-    .await;
-    assert_eq!(status, 201, "{item}");
-    item["id"].as_str().expect("id").to_string()
-}
 
 fn millis(time: &Value) -> i64 {
     time.as_str()
@@ -55,7 +41,7 @@ async fn a_hundred_thousand_lines_go_to_the_output_stream_not_the_audit_log() {
     let nats = NatsServer::start();
     let weft = Weft::start(&fast_env(&nats));
     let _agent = AgentProcess::start(&nats, "claude-code", "rust", "personal", 1, "seq 1 100000");
-    let id = submit(&weft, "chatty").await;
+    let id = common::submit(&weft, "chatty").await;
     poll_until(
         &weft,
         &format!("/api/work/{id}"),
@@ -127,7 +113,7 @@ async fn output_is_followed_live_and_resumed_over_sse_and_the_websocket() {
         go.display()
     );
     let _agent = AgentProcess::start(&nats, "claude-code", "rust", "personal", 1, &command);
-    let id = submit(&weft, "live output").await;
+    let id = common::submit(&weft, "live output").await;
 
     // SSE from the start: the lines arrive as the agent prints them.
     let path = format!("/api/work/{id}/output/stream");

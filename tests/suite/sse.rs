@@ -4,25 +4,13 @@
 use crate::common;
 use common::{call, client, submit_body, NatsServer, SseStream, Weft};
 
-async fn submit(weft: &Weft, description: &str) -> String {
-    let (status, item) = call(client().post(weft.url("/api/work")).json(&submit_body(
-        description,
-        "rust",
-        "personal",
-        5,
-    )))
-    .await;
-    assert_eq!(status, 201, "{item}");
-    item["id"].as_str().expect("id").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_reconnects_with_last_event_id_gets_what_it_missed_once_then_live() {
     let nats = NatsServer::start();
     let weft = Weft::start(&[("NATS_URL", nats.url())]);
     let mut stream =
         SseStream::open(&weft, "/api/events/stream?topic=work&status=pending", None).await;
-    let first = submit(&weft, "first").await;
+    let first = common::submit(&weft, "first").await;
     let (first_id, event) = stream.next().await;
     assert_eq!(event["event"], "work:submitted", "{event}");
     assert_eq!(event["data"]["workId"], first.as_str());
@@ -36,7 +24,7 @@ async fn a_client_that_reconnects_with_last_event_id_gets_what_it_missed_once_th
     // Missed while away: three items.
     let mut missed = Vec::new();
     for i in 0..3 {
-        missed.push(submit(&weft, &format!("missed {i}")).await);
+        missed.push(common::submit(&weft, &format!("missed {i}")).await);
     }
     let mut stream = SseStream::open(
         &weft,
@@ -59,7 +47,7 @@ async fn a_client_that_reconnects_with_last_event_id_gets_what_it_missed_once_th
     }
     assert_eq!(seen, missed, "every missed event, once, in order");
     // Then live.
-    let live = submit(&weft, "live").await;
+    let live = common::submit(&weft, "live").await;
     let (id, event) = stream.next().await;
     assert!(id > last);
     assert_eq!(event["data"]["workId"], live.as_str(), "{event}");

@@ -798,3 +798,51 @@ impl SseStream {
         }
     }
 }
+
+/// Submits an item (`rust`, `personal`, priority 5) and answers its id.
+pub async fn submit(weft: &Weft, description: &str) -> String {
+    let body = submit_body(description, "rust", "personal", 5);
+    let (status, item) = call(client().post(weft.url("/api/work")).json(&body)).await;
+    assert_eq!(status, 201, "{item}");
+    item["id"].as_str().expect("id").to_string()
+}
+
+/// A registration of a `claude-code` agent with one capability and one boundary, one task
+/// at a time.
+pub fn registration(
+    agent_id: &str,
+    capability: &str,
+    boundary: &str,
+) -> weft::protocol::RegisterRequest {
+    weft::protocol::RegisterRequest {
+        agent_id: agent_id.into(),
+        agent_type: "claude-code".into(),
+        capabilities: vec![capability.into()],
+        boundaries: vec![boundary.into()],
+        max_concurrent_tasks: 1,
+        idle_timeout_ms: None,
+        hostname: None,
+        handle: None,
+        spin_up_id: None,
+        target_id: None,
+    }
+}
+
+/// Registers an agent over the agent protocol, as an agent would; panics if Weft refuses.
+pub async fn register(
+    nats: &async_nats::Client,
+    project: &str,
+    request: &weft::protocol::RegisterRequest,
+) {
+    let reply: weft::protocol::Reply<Value> = weft::protocol::call(
+        nats,
+        project,
+        weft::protocol::REGISTER,
+        &request.agent_id,
+        request,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("registered");
+    assert!(reply.ok, "{:?}", reply.error);
+}
