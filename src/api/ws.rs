@@ -115,10 +115,7 @@ pub async fn run_feed(app: Arc<AppState>, shutdown: tokio_util::sync::Cancellati
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn deliver<S: futures::Sink<Message> + Unpin>(sink: &mut S, message: Message) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await,
-        Ok(Ok(()))
-    )
+    deliver_all(sink, std::iter::once(message)).await
 }
 
 /// Sends `messages` with one flush (one write, when they fit the socket's buffer).

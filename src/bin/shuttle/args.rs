@@ -173,7 +173,7 @@ pub(crate) enum WorkCommand {
     /// The lines the item's agents printed, oldest first.
     Logs {
         id: String,
-        /// Keep printing new lines until the item is finished.
+        /// Keep printing new lines until the item is completed, cancelled or dead-lettered.
         #[arg(long, short = 'f')]
         follow: bool,
     },

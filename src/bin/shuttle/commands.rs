@@ -330,9 +330,10 @@ pub(crate) async fn run(cli: Cli) -> Result<(), CliError> {
                     .api
                     .get(&format!("/api/work/{}{}", enc(&id), p()))
                     .await?;
-                finished = !matches!(
+                // A failed attempt is retried: only these end an item's output.
+                finished = matches!(
                     item["status"].as_str(),
-                    Some("pending" | "assigned" | "in-progress")
+                    Some("completed" | "cancelled" | "dead-lettered")
                 );
                 if !finished {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
