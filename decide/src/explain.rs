@@ -249,20 +249,10 @@ mod tests {
 
         // The same question before submitting: nothing is recorded.
         let submission = crate::work::Submission {
-            task_id: None,
             description: "dry".into(),
             capability: "rust".into(),
             boundary: "personal".into(),
-            priority: None,
-            preferred_agent_type: None,
-            required_agent_type: None,
-            deadline: None,
-            context_data: None,
-            max_attempts: None,
-            idempotency_key: None,
-            workspace: None,
-            max_cost_usd: None,
-            resume_session: false,
+            ..Default::default()
         };
         let before = w.project().clone();
         let dry = explain_submission(&w.settings, w.project(), &submission, w.now_ms).unwrap();

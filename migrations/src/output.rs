@@ -118,7 +118,7 @@ pub async fn copy_progress(js: &jetstream::Context) -> Result<u64, String> {
             let Ok(envelope) = crate::decode(&message.payload) else {
                 continue;
             };
-            let Some(chunk) = follow(&mut lines, &envelope) else {
+            let Some(chunk) = chunk_of(&mut lines, &envelope) else {
                 continue;
             };
             if sequence <= copied_up_to {
@@ -164,7 +164,7 @@ pub async fn copy_progress(js: &jetstream::Context) -> Result<u64, String> {
 }
 
 /// Folds one work event into `lines`; for a `work.progressed`, the chunk of its lines.
-fn follow(lines: &mut Lines, envelope: &events::Envelope) -> Option<Chunk> {
+fn chunk_of(lines: &mut Lines, envelope: &events::Envelope) -> Option<Chunk> {
     let key = (envelope.project.clone(), envelope.aggregate_id.clone());
     match &envelope.event {
         Event::WorkAssigned(e) => {
@@ -231,15 +231,15 @@ mod tests {
     #[test]
     fn old_progress_messages_become_numbered_chunks_per_attempt() {
         let mut lines = Lines::new();
-        assert!(follow(&mut lines, &envelope(assigned(1))).is_none());
-        let first = follow(&mut lines, &envelope(progressed("one\ntwo"))).expect("a chunk");
+        assert!(chunk_of(&mut lines, &envelope(assigned(1))).is_none());
+        let first = chunk_of(&mut lines, &envelope(progressed("one\ntwo"))).expect("a chunk");
         assert_eq!((first.attempt, first.first_line), (1, 1));
         assert_eq!(first.lines, ["one", "two"]);
-        let second = follow(&mut lines, &envelope(progressed("three"))).expect("a chunk");
+        let second = chunk_of(&mut lines, &envelope(progressed("three"))).expect("a chunk");
         assert_eq!(second.first_line, 3);
-        assert!(follow(&mut lines, &envelope(progressed(""))).is_none());
-        follow(&mut lines, &envelope(assigned(2)));
-        let retried = follow(&mut lines, &envelope(progressed("again"))).expect("a chunk");
+        assert!(chunk_of(&mut lines, &envelope(progressed(""))).is_none());
+        chunk_of(&mut lines, &envelope(assigned(2)));
+        let retried = chunk_of(&mut lines, &envelope(progressed("again"))).expect("a chunk");
         assert_eq!(
             (retried.attempt, retried.first_line, retried.at_ms),
             (2, 1, 7)
